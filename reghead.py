@@ -1,0 +1,202 @@
+"""RegHead as a Hugging Face dataset: 33,724 animal-head identities x 10 facial expressions.
+
+Read the upstream WebDataset release (a downloaded folder, or the GitHub release URLs) into
+typed, identity-level rows:
+
+    >>> from reghead import RegHead
+    >>> builder = RegHead(config_name="512", data_dir="reghead_download")
+    >>> builder.download_and_prepare()
+    >>> row = builder.as_dataset()["train"][0]
+    >>> row["close_m_smile"], row["animal"], row["accessories"]
+
+or stream them, without preparing anything: `RegHead(config_name="1024").as_streaming_dataset()`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import datasets
+from datasets.builder import Key
+from datasets.utils.info_utils import VerificationMode
+
+from reghead_release.errors import Problems, ReleaseError, logger
+from reghead_release.reader import read_shard_rows
+from reghead_release.release import (
+    CHECKSUMS_ASSET,
+    METADATA_ASSET,
+    base_url_for,
+    check_resolution,
+    locate_local_release,
+    open_shard,
+    read_assets,
+    remote_shards,
+)
+from reghead_release.schema import (
+    EXPRESSION_DESCRIPTIONS,
+    EXPRESSIONS,
+    FEATURES,
+    NEUTRAL_EXPRESSION,
+    RESOLUTIONS,
+    SPLITS,
+    STYLES,
+    Identity,
+    parse_identity,
+    split_of,
+)
+
+__all__ = [
+    "EXPRESSIONS",
+    "EXPRESSION_DESCRIPTIONS",
+    "FEATURES",
+    "NEUTRAL_EXPRESSION",
+    "SPLITS",
+    "STYLES",
+    "Identity",
+    "RegHead",
+    "RegHeadConfig",
+    "ReleaseError",
+    "parse_identity",
+    "split_of",
+]
+
+_DESCRIPTION = """\
+RegHead is a synthetic dataset of 33,724 non-humanoid (animal) head identities, each rendered in
+the same 10 facial expressions (337,240 JPEG images), released at 512x512 and 1024x1024. Each
+identity combines an animal (~270 species), one of 4 render styles (Photorealistic, Plastic Toy
+Render, Computer Animated Film-Style 3D, Video Game NPC Style), one facial feature and 1 or 2
+accessories. One row is one identity: its parsed attributes, one image per expression and the
+release's per-sample JSON. Images are model-generated.
+"""
+
+_CITATION = """\
+@inproceedings{reghead2026,
+  title     = {RegHead: Non-Humanoid Head Blendshapes via Feed-Forward Registration},
+  author    = {{Snap Research}},
+  booktitle = {European Conference on Computer Vision (ECCV)},
+  year      = {2026}
+}
+"""
+
+_HOMEPAGE = "https://github.com/snap-research/RegHead"
+
+_LICENSE = "Snap Inc. Non-Commercial License (research purposes only)"
+_LICENSE_URL = "https://github.com/snap-research/RegHead/blob/main/LICENSE"
+
+_VERSION = datasets.Version("1.0.0")
+
+
+@dataclass
+class RegHeadConfig(datasets.BuilderConfig):
+    """One resolution of the release.
+
+    Args:
+        resolution: 512 or 1024.
+        base_url: where release assets are downloaded from when no `data_dir` is given, as
+            `<base_url>/<release tag>/<asset>`; defaults to `$REGHEAD_BASE_URL`, then GitHub.
+        verify_checksums: check every shard's SHA-256 against the release's `SHA256SUMS` while
+            the train split reads it. `download_and_prepare(verification_mode="no_checks")`
+            also switches it off.
+        strict: raise `ReleaseError` on a bad sample (the default), or skip it with a warning.
+    """
+
+    resolution: int = 512
+    base_url: str | None = None
+    verify_checksums: bool = True
+    strict: bool = True
+
+
+class RegHead(datasets.GeneratorBasedBuilder):
+    """RegHead: animal-head identities in 10 expressions, one row per identity."""
+
+    VERSION = _VERSION
+    BUILDER_CONFIG_CLASS = RegHeadConfig
+    BUILDER_CONFIGS = [
+        RegHeadConfig(name=str(resolution), resolution=resolution, version=_VERSION, description=f"{resolution}x{resolution} images")
+        for resolution in RESOLUTIONS
+    ]
+    DEFAULT_CONFIG_NAME = "512"
+    # Rows hold 10 images (~0.6 MB at 512, ~2 MB at 1024): keep Arrow record batches small.
+    DEFAULT_WRITER_BATCH_SIZE = 50
+
+    def _info(self):
+        return datasets.DatasetInfo(
+            description=_DESCRIPTION,
+            features=FEATURES,
+            homepage=_HOMEPAGE,
+            license=_LICENSE,
+            citation=_CITATION,
+        )
+
+    def _download_and_prepare(self, dl_manager, verification_mode, **prepare_split_kwargs):
+        self._verification_mode = verification_mode
+        super()._download_and_prepare(dl_manager, verification_mode, **prepare_split_kwargs)
+
+    def _split_generators(self, dl_manager):
+        shards = self._locate_shards(dl_manager)
+        verify = self.config.verify_checksums and getattr(self, "_verification_mode", None) != VerificationMode.NO_CHECKS
+        return [
+            datasets.SplitGenerator(
+                name=split,
+                gen_kwargs={
+                    "shards": shards,
+                    "split": split,
+                    # The train split reads every byte of every shard anyway, so it verifies them;
+                    # the other splits then skip the samples they do not keep without reading them.
+                    "verify": verify and split == "train",
+                    "download_config": dl_manager.download_config,
+                },
+            )
+            for split in SPLITS
+        ]
+
+    def _locate_shards(self, dl_manager):
+        resolution = self.config.resolution
+        if self.config.data_dir:
+            return locate_local_release(self.config.data_dir, resolution)
+        base_url = base_url_for(resolution, self.config.base_url)
+        assets = dl_manager.download({name: f"{base_url}/{name}" for name in (CHECKSUMS_ASSET, METADATA_ASSET)})
+        opened = {name: open_shard(path, download_config=dl_manager.download_config) for name, path in assets.items()}
+        try:
+            index = read_assets(opened, origin=base_url)
+        finally:
+            for f in opened.values():
+                f.close()
+        check_resolution(index, resolution, origin=base_url)
+        shards = remote_shards(index, base_url)
+        locations = dl_manager.download([shard.location for shard in shards])
+        return [replace(shard, location=location) for shard, location in zip(shards, locations)]
+
+    def _as_dataset(self, split=datasets.Split.TRAIN, in_memory=False):
+        # A small release can leave a split without identities; datasets has no file to read
+        # for it, so it gets an empty table with the full schema instead of an error.
+        info = self.info.splits.get(str(split)) if self.info.splits else None
+        if info is not None and info.num_examples == 0:
+            empty = {name: [] for name in self.info.features}
+            return datasets.Dataset.from_dict(empty, features=self.info.features, info=self.info.copy(), split=str(split))
+        return super()._as_dataset(split=split, in_memory=in_memory)
+
+    def _generate_shards(self, shards, split, verify, download_config):
+        yield from (shard.location for shard in shards)
+
+    def _generate_examples(self, shards, split, verify, download_config):
+        problems = Problems(strict=self.config.strict)
+        seen: dict[str, str] = {}
+
+        def in_split(key: str) -> bool:
+            return split_of(key) == split
+
+        for shard in shards:
+            with open_shard(shard.location, download_config=download_config) as raw:
+                rows = read_shard_rows(
+                    raw,
+                    file=shard.name,
+                    expected_sha256=shard.sha256 if verify else None,
+                    keep=in_split,
+                    seen=seen,
+                    problems=problems,
+                )
+                for position, row in enumerate(rows):
+                    yield Key(shard.index, position), row
+        if problems.skipped or problems.noted:
+            logger.warning("RegHead %s %s split: %s", self.config.name, split, problems.summary())

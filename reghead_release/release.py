@@ -1,0 +1,265 @@
+"""Where a release's files are, and which shards it has, from its own SHA256SUMS and manifest.
+
+A release is a local folder (the README layout, `data/*.tar` beside `metadata.tar.gz` and
+`checksums.tar.gz`, extracted or not; or the flat layout `gh release download` leaves) or the
+GitHub release URLs. The shard list is read from `checksums/SHA256SUMS` and cross-checked with
+`metadata/release_manifest.json`; file names are never guessed. The `.tar.gz` assets are read in
+memory and never extracted.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+import re
+import tarfile
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import ReleaseError, logger
+from .schema import release_tag
+
+DEFAULT_BASE_URL = "https://github.com/snap-research/RegHead/releases/download"
+BASE_URL_ENV = "REGHEAD_BASE_URL"
+METADATA_ASSET = "metadata.tar.gz"
+CHECKSUMS_ASSET = "checksums.tar.gz"
+MANIFEST_MEMBER = "metadata/release_manifest.json"
+SAMPLES_MEMBER = "metadata/webdataset_samples.jsonl"
+SHA256SUMS_MEMBER = "checksums/SHA256SUMS"
+SHARD_DIR = "data"
+SHARD_NAME_PATTERN = re.compile(r"^reghead-v\d+-(?P<resolution>\d+)-\d+\.tar$")
+SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
+DOWNLOAD_HINT = "Download the release again (gh release download <tag>)"
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One `.tar` shard: its position in the release, file name, where to read it, and its SHA-256."""
+
+    index: int
+    name: str
+    location: str
+    sha256: str | None
+    size: int | None = None
+
+
+@dataclass(frozen=True)
+class ReleaseIndex:
+    """What the release's checksums and metadata assets say: shard names, hashes, sizes, samples."""
+
+    sha256: dict[str, str]  # shard file name -> hex digest
+    sizes: dict[str, int] = field(default_factory=dict)
+    num_samples: int | None = None
+
+    def shard_names(self) -> list[str]:
+        return sorted(self.sha256)
+
+
+def base_url_for(resolution: int, base_url: str | None = None) -> str:
+    """The folder URL of a resolution's release assets: `<base>/<tag>`.
+
+    The base is, in order: `base_url`, the `REGHEAD_BASE_URL` environment variable, GitHub.
+    """
+    base = base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL
+    return f"{base.rstrip('/')}/{release_tag(resolution)}"
+
+
+# --- reading the checksums and metadata assets -------------------------------------------------
+
+
+def parse_sha256sums(text: str, *, file: str) -> dict[str, str]:
+    """`<sha256>  data/<shard>.tar` lines -> {shard file name: sha256}."""
+    sums = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        digest, _, path = line.strip().partition(" ")
+        name = path.strip().lstrip("*").rpartition("/")[2]
+        if not SHA256_PATTERN.match(digest.lower()) or not name:
+            raise ReleaseError(f"line {number} is not '<sha256>  <path>': {line!r}", file=file, hint=DOWNLOAD_HINT)
+        if name.endswith(".tar"):
+            sums[name] = digest.lower()
+    if not sums:
+        raise ReleaseError("lists no .tar shard", file=file, hint=DOWNLOAD_HINT)
+    return sums
+
+
+def manifest_shard_sizes(manifest, *, file: str) -> dict[str, int]:
+    """{shard file name: size} from a manifest whose exact layout is not published.
+
+    Any JSON object holding a string that ends in `.tar` is taken as a shard entry; its size is
+    the integer under a key containing `size` or `bytes`, when there is one.
+    """
+    sizes: dict[str, int] = {}
+    stack = [manifest]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, list):
+            stack.extend(node)
+        elif isinstance(node, dict):
+            names = [v.rpartition("/")[2] for v in node.values() if isinstance(v, str) and v.endswith(".tar")]
+            size = next((v for k, v in node.items() if isinstance(v, int) and ("size" in k or "bytes" in k)), None)
+            for name in names:
+                if size is not None:
+                    sizes[name] = size
+            stack.extend(v for v in node.values() if isinstance(v, (dict, list)))
+    return sizes
+
+
+def read_tar_gz_members(fileobj, *, file: str, wanted: set[str]) -> dict[str, bytes]:
+    """{wanted path: bytes} for the members of a `.tar.gz` asset whose base name matches a wanted path's.
+
+    Nothing is extracted to disk; a damaged archive raises `ReleaseError` naming the asset.
+    """
+    by_base = {path.rpartition("/")[2]: path for path in wanted}
+    found = {}
+    try:
+        with tarfile.open(fileobj=fileobj, mode="r|gz") as archive:
+            for member in archive:
+                path = by_base.get(member.name.rpartition("/")[2])
+                if path and member.isfile():
+                    found[path] = archive.extractfile(member).read()
+    except (tarfile.TarError, EOFError, OSError, zlib.error, gzip.BadGzipFile) as error:
+        raise ReleaseError(f"the archive is damaged ({error})", file=file, hint=DOWNLOAD_HINT) from None
+    return found
+
+
+def _decode(data: bytes, *, file: str) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ReleaseError(f"is not UTF-8 text ({error})", file=file, hint=DOWNLOAD_HINT) from None
+
+
+def _load_json(data: bytes, *, file: str):
+    try:
+        return json.loads(_decode(data, file=file))
+    except json.JSONDecodeError as error:
+        raise ReleaseError(f"is not valid JSON ({error})", file=file, hint=DOWNLOAD_HINT) from None
+
+
+def build_index(contents: dict[str, bytes], *, origin: str) -> ReleaseIndex:
+    """The release index from the member texts found, SHA256SUMS cross-checked with the manifest."""
+    if SHA256SUMS_MEMBER not in contents:
+        raise ReleaseError(
+            f"no {SHA256SUMS_MEMBER} was found (neither extracted nor in {CHECKSUMS_ASSET})",
+            file=origin,
+            hint=f"Put {CHECKSUMS_ASSET} from the release beside the shards",
+        )
+    sums_file = f"{origin}/{SHA256SUMS_MEMBER}"
+    sha256 = parse_sha256sums(_decode(contents[SHA256SUMS_MEMBER], file=sums_file), file=sums_file)
+    sizes = {}
+    if MANIFEST_MEMBER in contents:
+        manifest_file = f"{origin}/{MANIFEST_MEMBER}"
+        sizes = manifest_shard_sizes(_load_json(contents[MANIFEST_MEMBER], file=manifest_file), file=manifest_file)
+        unlisted = sorted(set(sizes) - set(sha256))
+        if unlisted:
+            raise ReleaseError(
+                f"the manifest lists shards that SHA256SUMS does not: {unlisted}", file=manifest_file, hint=DOWNLOAD_HINT
+            )
+    num_samples = None
+    if SAMPLES_MEMBER in contents:
+        lines = _decode(contents[SAMPLES_MEMBER], file=f"{origin}/{SAMPLES_MEMBER}").splitlines()
+        num_samples = sum(1 for line in lines if line.strip())
+    return ReleaseIndex(sha256=sha256, sizes=sizes, num_samples=num_samples)
+
+
+# Which members each `.tar.gz` asset holds.
+ASSET_MEMBERS = {CHECKSUMS_ASSET: (SHA256SUMS_MEMBER,), METADATA_ASSET: (MANIFEST_MEMBER, SAMPLES_MEMBER)}
+
+
+def read_assets(assets: dict, *, origin: str) -> ReleaseIndex:
+    """The release index from open `.tar.gz` assets, {asset file name: file object}."""
+    contents: dict[str, bytes] = {}
+    for asset, fileobj in assets.items():
+        contents.update(read_tar_gz_members(fileobj, file=f"{origin}/{asset}", wanted=set(ASSET_MEMBERS[asset])))
+    return build_index(contents, origin=origin)
+
+
+def check_resolution(index: ReleaseIndex, resolution: int, *, origin: str) -> None:
+    """Refuse a release of the other resolution (shard names say which one they are)."""
+    for name in index.shard_names():
+        match = SHARD_NAME_PATTERN.match(name)
+        if match and int(match["resolution"]) != resolution:
+            raise ReleaseError(
+                f"shard {name!r} belongs to the {match['resolution']} release, not {resolution}",
+                file=origin,
+                hint=f"Use the config {match['resolution']!r} for this folder, or point data_dir at the {resolution} release",
+            )
+
+
+# --- a release in a local folder ---------------------------------------------------------------
+
+
+def _first_existing(*paths: Path) -> Path | None:
+    return next((path for path in paths if path.is_file()), None)
+
+
+def read_local_index(root: Path) -> ReleaseIndex:
+    """The index of a local release, from extracted `checksums/`, `metadata/` or the `.tar.gz` assets."""
+    contents: dict[str, bytes] = {}
+    for asset, members in ASSET_MEMBERS.items():
+        for member in members:
+            path = _first_existing(root / member, root / member.rpartition("/")[2])
+            if path is not None:
+                contents[member] = path.read_bytes()
+        missing = {member for member in members if member not in contents}
+        if missing and (root / asset).is_file():
+            with open(root / asset, "rb") as fileobj:
+                contents.update(read_tar_gz_members(fileobj, file=str(root / asset), wanted=missing))
+    return build_index(contents, origin=str(root))
+
+
+def locate_local_release(data_dir: str | os.PathLike, resolution: int) -> list[Shard]:
+    """The shards of a release downloaded to `data_dir`, each checked to exist.
+
+    A shard is looked for in `data_dir/data/` and then in `data_dir/`. A `.tar` file there that
+    the release does not list is ignored with a warning.
+    """
+    root = Path(data_dir)
+    if not root.is_dir():
+        raise ReleaseError("is not a folder", file=str(root), hint="Pass data_dir= the folder the release was downloaded to")
+    index = read_local_index(root)
+    check_resolution(index, resolution, origin=str(root))
+    shards = []
+    for position, name in enumerate(index.shard_names()):
+        path = _first_existing(root / SHARD_DIR / name, root / name)
+        if path is None:
+            raise ReleaseError(
+                f"shard {name!r} is listed in SHA256SUMS but is in neither {root / SHARD_DIR} nor {root}",
+                file=name,
+                hint=DOWNLOAD_HINT,
+            )
+        shards.append(Shard(position, name, str(path), index.sha256[name], index.sizes.get(name)))
+    listed = set(index.sha256)
+    for folder in (root / SHARD_DIR, root):
+        for extra in sorted(folder.glob("*.tar")) if folder.is_dir() else ():
+            if extra.name not in listed:
+                logger.warning("%s is not listed in the release's SHA256SUMS and is ignored", extra)
+    return shards
+
+
+def remote_shards(index: ReleaseIndex, base_url: str) -> list[Shard]:
+    """The shards of a release published at `base_url` (flat, as GitHub serves release assets)."""
+    return [
+        Shard(position, name, f"{base_url}/{name}", index.sha256[name], index.sizes.get(name))
+        for position, name in enumerate(index.shard_names())
+    ]
+
+
+def open_shard(location: str, *, download_config=None):
+    """Open a shard (local path or URL) for reading, buffered for large sequential reads."""
+    if "://" not in location:
+        return open(location, "rb", buffering=1 << 16)
+    from datasets.utils.file_utils import xopen
+
+    return xopen(location, "rb", download_config=download_config)
+
+
+def read_bytes(location: str, *, download_config=None) -> io.BytesIO:
+    """The whole content of a small asset (local path or URL)."""
+    with open_shard(location, download_config=download_config) as f:
+        return io.BytesIO(f.read())

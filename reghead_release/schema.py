@@ -1,0 +1,205 @@
+"""The RegHead data model: expressions, identity names, sample keys, splits and the Arrow features.
+
+Everything here is a pure function of names; nothing reads files. The builder (`reghead.py`), the
+reader and the converter all take their vocabulary from this module.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import NamedTuple
+
+import datasets
+
+# The 10 expressions, as the upstream field names, in the upstream order.
+EXPRESSIONS = (
+    "open_m_open_e",
+    "halfo_m_o_e",
+    "close_m_o_e",
+    "close_m_halfo_e",
+    "close_m_0_25o_e",
+    "close_m_0_75o_e",
+    "close_m_close_e",
+    "close_m_smile",
+    "raise_eyebrows",
+    "frown",
+)
+NEUTRAL_EXPRESSION = "open_m_open_e"
+EXPRESSION_DESCRIPTIONS = {
+    "open_m_open_e": "open mouth, open eyes (the neutral reference)",
+    "halfo_m_o_e": "half-open mouth, open eyes",
+    "close_m_o_e": "closed mouth, open eyes",
+    "close_m_halfo_e": "closed mouth, eyes 50% open",
+    "close_m_0_25o_e": "closed mouth, eyes 25% open",
+    "close_m_0_75o_e": "closed mouth, eyes 75% open",
+    "close_m_close_e": "closed mouth, closed eyes",
+    "close_m_smile": "closed-mouth smile",
+    "raise_eyebrows": "raised eyebrows",
+    "frown": "frown",
+}
+IMAGE_EXTENSION = "jpg"
+JSON_FIELD = "json"
+SAMPLE_FIELDS = frozenset([f"{e}.{IMAGE_EXTENSION}" for e in EXPRESSIONS] + [JSON_FIELD])
+
+# The 4 render styles, as they are written in identity names (spaces become underscores).
+STYLES = (
+    "Photorealistic",
+    "Plastic Toy Render",
+    "Computer Animated Film-Style 3D",
+    "Video Game NPC Style",
+)
+ACCESSORY_ARTICLES = ("a", "an")
+
+RESOLUTIONS = (512, 1024)
+SPLITS = ("train", "validation", "test")
+# Split buckets out of 10,000: train 90%, validation 5%, test 5%.
+SPLIT_BUCKETS = 10_000
+SPLIT_BOUNDS = (("train", 9_000), ("validation", 9_500), ("test", 10_000))
+
+# `<8-digit global index>_<identity>_<8 hex chars>`
+SAMPLE_KEY_PATTERN = re.compile(r"^(?P<position>\d{8})_(?P<identity>.+)_(?P<suffix>[0-9a-f]{8})$")
+IDENTITY_PATTERN = re.compile(r"^id(?P<index>\d+)_(?P<rest>.+)$")
+
+FEATURES = datasets.Features(
+    {
+        "sample_key": datasets.Value("string"),
+        "identity": datasets.Value("string"),
+        "identity_index": datasets.Value("int32"),
+        "animal": datasets.Value("string"),
+        "style": datasets.Value("string"),
+        "feature": datasets.Value("string"),
+        "accessories": datasets.List(datasets.Value("string")),
+        **{expression: datasets.Image() for expression in EXPRESSIONS},
+        "sample_json": datasets.Value("string"),
+    }
+)
+ATTRIBUTE_COLUMNS = ("animal", "style", "feature", "accessories")
+
+
+class Identity(NamedTuple):
+    """The parts of an identity name, as returned by `parse_identity`.
+
+    `problem` is None when the name was split cleanly. Otherwise it says what could not be
+    parsed, and the fields that could not be determined are None (never an empty string), so a
+    failed parse is never mistaken for an empty attribute; the raw name is always kept by the
+    caller in the `identity` column.
+    """
+
+    index: int | None
+    animal: str | None
+    style: str | None
+    feature: str | None
+    accessories: list[str]
+    problem: str | None = None
+
+
+_STYLE_TOKENS = [(style, style.split(" ")) for style in STYLES]
+
+
+def _words(tokens: list[str]) -> str:
+    return " ".join(tokens)
+
+
+def _find_style(tokens: list[str]) -> tuple[int, str, int] | None:
+    """The earliest known style in `tokens` that leaves at least one token before it for the animal."""
+    for start in range(1, len(tokens)):
+        for style, style_tokens in _STYLE_TOKENS:
+            if tokens[start : start + len(style_tokens)] == style_tokens:
+                return start, style, len(style_tokens)
+    return None
+
+
+def _split_at_articles(tokens: list[str]) -> tuple[list[str], list[list[str]]]:
+    """Tokens before the first `a`/`an`, then one list of tokens per `a`/`an` that starts a piece."""
+    starts = [i for i, token in enumerate(tokens) if token in ACCESSORY_ARTICLES]
+    if not starts:
+        return tokens, []
+    head = tokens[: starts[0]]
+    pieces = [tokens[start:end] for start, end in zip(starts, starts[1:] + [len(tokens)])]
+    return head, pieces
+
+
+def parse_identity(name: str) -> Identity:
+    """Split an identity name such as `id000_Polar_Bear_Photorealistic_round_eyes_a_wreath_an_owl_mask`.
+
+    Rules, in order:
+      1. The name is `id<digits>_<rest>`; the digits (any number of them) are `index`.
+      2. The style is the anchor: the first of the 4 known styles (`STYLES`, spaces written as
+         `_`) that appears in `<rest>` after at least one word. Words before it are the `animal`.
+      3. After the style, the `feature` runs up to the first word `a` or `an`; each `a`/`an`
+         word starts one accessory. An identity always has one feature, so when nothing stands
+         between the style and the first `a`/`an`, the first piece is the feature.
+      4. Underscores become spaces; hyphens, apostrophes and other punctuation stay.
+
+    It never raises. When a rule cannot be applied, `problem` says which, and the fields it
+    could not determine are None: no `id<digits>_` prefix gives all fields None; no known style
+    gives `index` only; no feature or no accessory after the style leaves that field None or
+    the list empty. More than 2 accessories is returned as split, with a `problem` noting it,
+    since an `a`/`an` inside an accessory name cannot be told apart from the start of another.
+    """
+    match = IDENTITY_PATTERN.match(name)
+    if match is None:
+        return Identity(None, None, None, None, [], f"{name!r} does not start with 'id<digits>_'")
+    index = int(match["index"])
+    tokens = match["rest"].split("_")
+    found = _find_style(tokens)
+    if found is None:
+        return Identity(index, None, None, None, [], f"no known style {list(STYLES)} after the animal in {name!r}")
+    start, style, length = found
+    animal = _words(tokens[:start])
+    head, pieces = _split_at_articles(tokens[start + length :])
+    if not head and pieces:
+        head = pieces.pop(0)
+    feature = _words(head) or None
+    accessories = [_words(piece) for piece in pieces]
+    problem = None
+    if feature is None:
+        problem = f"no facial feature after the style in {name!r}"
+    elif not accessories:
+        problem = f"no accessory (starting with 'a_' or 'an_') after the feature in {name!r}"
+    elif len(accessories) > 2:
+        problem = f"{len(accessories)} accessories found in {name!r}, expected 1 or 2"
+    return Identity(index, animal, style, feature, accessories, problem)
+
+
+class SampleKey(NamedTuple):
+    """The parts of a sample key `<8-digit position>_<identity>_<8 hex chars>`."""
+
+    position: int
+    identity: str
+    suffix: str
+
+
+def parse_sample_key(key: str) -> SampleKey | None:
+    """The parts of a WebDataset sample key, or None when it does not follow the upstream pattern."""
+    match = SAMPLE_KEY_PATTERN.match(key)
+    if match is None:
+        return None
+    return SampleKey(int(match["position"]), match["identity"], match["suffix"])
+
+
+def split_of(sample_key: str) -> str:
+    """The split of a sample: `train`, `validation` or `test`, about 90/5/5.
+
+    The first 8 bytes of SHA-256(`sample_key` as UTF-8), read as a big-endian integer, modulo
+    10,000, give a bucket: below 9,000 is train, below 9,500 validation, the rest test. It
+    depends on the key alone, so an identity lands in the same split at both resolutions, in
+    every release size (a smaller release is a prefix of a larger one), on every machine.
+    """
+    digest = hashlib.sha256(sample_key.encode("utf-8")).digest()
+    bucket = int.from_bytes(digest[:8], "big") % SPLIT_BUCKETS
+    for split, bound in SPLIT_BOUNDS:
+        if bucket < bound:
+            return split
+    raise AssertionError("unreachable: the last bound is SPLIT_BUCKETS")
+
+
+def release_tag(resolution: int) -> str:
+    """The GitHub release tag of a resolution, e.g. `reghead-webdataset-v1-512`."""
+    return f"reghead-webdataset-v1-{resolution}"
+
+
+def shard_name(resolution: int, index: int) -> str:
+    """The file name upstream gives shard `index`, e.g. `reghead-v1-512-000000.tar`."""
+    return f"reghead-v1-{resolution}-{index:06d}.tar"
