@@ -130,7 +130,13 @@ class RegHead(datasets.GeneratorBasedBuilder):
 
     def _download_and_prepare(self, dl_manager, verification_mode, **prepare_split_kwargs):
         self._verification_mode = verification_mode
-        super()._download_and_prepare(dl_manager, verification_mode, **prepare_split_kwargs)
+        try:
+            super()._download_and_prepare(dl_manager, verification_mode, **prepare_split_kwargs)
+        except datasets.exceptions.DatasetGenerationError as error:
+            # A bad release is the user's to fix: show our error, not the generic wrapper.
+            if isinstance(error.__cause__, ReleaseError):
+                raise error.__cause__ from None
+            raise
 
     def _split_generators(self, dl_manager):
         shards = self._locate_shards(dl_manager)

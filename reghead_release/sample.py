@@ -52,15 +52,20 @@ ACCESSORIES = (
 )
 
 
-def identity_name(index: int) -> str:
-    """The identity name at position `index`: `id000_Doberman_Dog_Photorealistic_round_eyes_a_wreath_a_pirate_hat`."""
+def identity_parts(index: int) -> tuple[str, str, str, list[str]]:
+    """(animal, style, feature, accessories) of the identity at position `index`."""
     animal = ANIMALS[index % len(ANIMALS)]
     style = STYLES[index % len(STYLES)]
     feature = FEATURES[(index * 7 + index // len(FEATURES)) % len(FEATURES)]
     first = ACCESSORIES[(index * 5) % len(ACCESSORIES)]
     accessories = [first] if index % 3 == 2 else [first, ACCESSORIES[(index * 5 + 1) % len(ACCESSORIES)]]
-    words = [f"id{index:03d}", animal, style, feature, *accessories]
-    return "_".join(words).replace(" ", "_")
+    return animal, style, feature, accessories
+
+
+def identity_name(index: int) -> str:
+    """The identity name at position `index`: `id000_Doberman_Dog_Photorealistic_round_eyes_a_wreath_a_pirate_hat`."""
+    animal, style, feature, accessories = identity_parts(index)
+    return "_".join([f"id{index:03d}", animal, style, feature, *accessories]).replace(" ", "_")
 
 
 def sample_key(position: int, identity: str) -> str:
