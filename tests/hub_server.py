@@ -259,7 +259,9 @@ class HubServer:
         self._httpd = _ThreadingServer((self._host, self._port), _Handler, self)
         host, port = self._httpd.server_address[:2]
         self.url = f"http://{host}:{port}"
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="hub-server", daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="hub-server", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -468,6 +470,7 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "HubServer/1.0"
     timeout = 60  # idle keep-alive connections
+    disable_nagle_algorithm = True  # headers and body are separate writes: avoid the 40 ms delayed-ACK stall
     server: _ThreadingServer
 
     # quiet logging
@@ -652,6 +655,8 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._delete_repo()
             if rest == ["validate-yaml"] and method == "POST":
                 return self._validate_yaml()
+            if rest == ["agent-harnesses"] and method == "GET":  # huggingface_hub's agent detection registry
+                return self._json(200, {"standardEnvVars": [], "harnesses": {}})
             if len(rest) >= 3 and rest[0] in REPO_TYPES:
                 return self._repo_api(method, REPO_TYPES[rest[0]], rest[1], rest[2], rest[3:])
             raise HubError(404, f"Unknown API route: {method} {raw_path}")
@@ -971,7 +976,10 @@ class _Handler(BaseHTTPRequestHandler):
             ]
             names.sort(key=lambda p: (p not in folders, p))  # "tree first", like the Hub
             page_size = max(1, min(self.hub.tree_page_size, 50) if expand else self.hub.tree_page_size)
-            start = int(self._param("cursor", "0") or 0)
+            cursor = self._param("cursor", "0") or "0"
+            if not cursor.isdigit():
+                raise HubError(400, f"Invalid cursor: {cursor!r}")
+            start = int(cursor)
             page = [self._entry_json(repo, commit, p, files, folders, expand) for p in names[start : start + page_size]]
         headers = {"X-Repo-Commit": commit}
         if start + page_size < len(names):
@@ -1232,9 +1240,9 @@ class _Handler(BaseHTTPRequestHandler):
                     parent = resolved
                 elif resolved != head:
                     raise HubError(412, STALE_PARENT_MESSAGE)
-            if not create_pr and rev not in repo.branches and not rev.startswith("refs/pr/"):
-                if hub._resolve_rev(repo, rev) is not None:
-                    raise HubError(400, f"Cannot commit to {rev!r}: not a branch")
+            branch = rev[len("refs/heads/") :] if rev.startswith("refs/heads/") else rev
+            if not create_pr and branch not in repo.branches:
+                raise HubError(400, f"Cannot commit to {rev!r}: not a branch")
             files = dict(repo.commits[parent]["files"])
             for line in lines:
                 key, value = line.get("key"), line.get("value") or {}
@@ -1291,8 +1299,7 @@ class _Handler(BaseHTTPRequestHandler):
                 repo.branches[f"refs/pr/{num}"] = list(reversed(hub._history(repo, cid)))
                 result["pullRequestUrl"] = f"{url}/discussions/{num}"
             else:
-                branch = rev[len("refs/heads/") :] if rev.startswith("refs/heads/") else rev
-                repo.branches.setdefault(branch, list(reversed(hub._history(repo, head)))).append(cid)
+                repo.branches[branch].append(cid)
             hub._save(repo)
         self._json(200, result)
 

@@ -1,0 +1,167 @@
+"""Convert RegHead releases to the Hub's parquet layout, render the dataset card, and push them.
+
+    python convert/push.py                                   # demo: a sample release -> ./reghead
+    python convert/push.py --release 512=dl512 --release 1024=dl1024 --output-dir out
+    python convert/push.py --release 512=dl512 --release 1024=dl1024 --repo-id snap-research/RegHead
+
+With no `--release`, a small sample release is written at both resolutions and converted, so
+that `load_dataset("reghead", "512")` works in the current folder right after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the repository's modules importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    __package__ = "convert"
+
+from datasets.utils import tqdm as hf_tqdm  # noqa: E402
+from datasets.utils.logging import disable_progress_bar  # noqa: E402
+
+from reghead_release.errors import ReleaseError  # noqa: E402
+from reghead_release.release import Shard  # noqa: E402
+from reghead_release.sample import write_sample_release  # noqa: E402
+from reghead_release.schema import RESOLUTIONS  # noqa: E402
+
+from .card import write_card  # noqa: E402
+from .conversion import WORK_DIR, plan_jobs, publish_config, remove_work_dir, run_jobs  # noqa: E402
+from .upload import PushError, push_folder  # noqa: E402
+
+DEFAULT_OUTPUT = "reghead"
+DEMO_REPO_ID = "reghead"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python convert/push.py",
+        description=(
+            "Convert RegHead WebDataset releases to parquet in the Hugging Face Hub layout "
+            "(<out>/<config>/<split>-NNNNN-of-NNNNN.parquet and a dataset card), then optionally "
+            "push them to a Hub dataset repo. With no --release, converts a small sample release "
+            "written on the spot (the demo)."
+        ),
+    )
+    parser.add_argument(
+        "--release",
+        action="append",
+        default=[],
+        metavar="RES=DIR",
+        help="a downloaded release folder and its resolution, e.g. 512=reghead_download; repeat for 1024",
+    )
+    parser.add_argument("--output-dir", default=DEFAULT_OUTPUT, help="where to write the Hub layout (default: ./reghead)")
+    parser.add_argument("--repo-id", help="push to this Hub dataset repo, e.g. snap-research/RegHead (default: no push)")
+    parser.add_argument("--private", action="store_true", help="create the repo as private")
+    parser.add_argument("--revision", help="branch to push to (created if missing; default: main)")
+    parser.add_argument("--create-pr", action="store_true", help="open a pull request instead of committing to the branch")
+    parser.add_argument("--token", help="Hub token (default: HF_TOKEN or the token saved by `hf auth login`)")
+    parser.add_argument("--commit-message", default="Upload RegHead", help="message of the Hub commits")
+    parser.add_argument("--gated", action="store_true", help="add the gated-access prompt and fields to the card")
+    parser.add_argument("--num-proc", type=int, default=os.cpu_count() or 1, help="shards converted at once (default: all cores)")
+    parser.add_argument("--no-verify", action="store_true", help="do not check shards against SHA256SUMS")
+    parser.add_argument("--lenient", action="store_true", help="skip bad samples with a warning instead of stopping")
+    parser.add_argument(
+        "--sample-images",
+        metavar="DIR",
+        help="demo only: real images laid out as <identity>/<expression>.jpg instead of drawn ones",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bars and no summary")
+    args = parser.parse_args(argv)
+    args.releases = {}
+    for value in args.release:
+        resolution, sep, folder = value.partition("=")
+        if not sep or resolution not in {str(r) for r in RESOLUTIONS} or not folder:
+            parser.error(f"--release {value!r}: expected RES=DIR with RES one of {list(RESOLUTIONS)}")
+        if resolution in args.releases:
+            parser.error(f"--release {value!r}: resolution {resolution} given twice")
+        args.releases[resolution] = folder
+    return args
+
+
+def write_demo_releases(work: Path, images_dir: str | None) -> dict[str, str]:
+    """The embedded sample release, written at both resolutions under `work`."""
+    return {
+        str(resolution): str(write_sample_release(work / f"sample-{resolution}", resolution=resolution, images_dir=images_dir).root)
+        for resolution in RESOLUTIONS
+    }
+
+
+def convert(args: argparse.Namespace) -> tuple[list, float]:
+    out_dir = Path(args.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    releases = args.releases or write_demo_releases(out_dir / WORK_DIR / "sample-release", args.sample_images)
+    started = time.perf_counter()
+    jobs = plan_jobs(releases, out_dir, verify=not args.no_verify, strict=not args.lenient)
+    all_jobs = [job for config in sorted(jobs, key=int) for job in jobs[config]]
+    total = sum(_size(job.shard) for job in all_jobs)
+    with hf_tqdm(total=total, unit="B", unit_scale=True, desc=f"Converting {'+'.join(sorted(jobs, key=int))} to parquet") as bar:
+        records = run_jobs(all_jobs, num_proc=args.num_proc, progress=bar.update)
+        bar.update(max(0, total - bar.n))
+    results = []
+    position = 0
+    for config in sorted(jobs, key=int):
+        count = len(jobs[config])
+        results.append(publish_config(config, jobs[config], records[position : position + count], out_dir))
+        position += count
+    write_card(results, out_dir, repo_id=args.repo_id or DEMO_REPO_ID, gated=args.gated)
+    remove_work_dir(out_dir)
+    return results, time.perf_counter() - started
+
+
+def _size(shard: Shard) -> int:
+    return shard.size or os.path.getsize(shard.location)
+
+
+def summary(results, seconds: float, out_dir: Path) -> str:
+    lines = [f"Converted in {seconds:.1f} s to {out_dir}:"]
+    for result in results:
+        for split in result.splits():
+            lines.append(
+                f"  {result.config:>4} {split:<10} {result.stats[split].rows:>7,} rows  "
+                f"{len(result.files[split]):>3} files  {result.num_bytes[split] / 2**20:>10,.1f} MiB"
+            )
+    rows = sum(r.stats[s].rows for r in results for s in r.splits())
+    files = sum(len(r.files[s]) for r in results for s in r.splits())
+    size = sum(r.num_bytes[s] for r in results for s in r.splits())
+    lines.append(f"  total: {rows:,} rows, {files} parquet files, {size / 2**20:,.1f} MiB")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.quiet:
+        disable_progress_bar()
+    try:
+        results, seconds = convert(args)
+        if not args.quiet:
+            print(summary(results, seconds, Path(args.output_dir)))
+        if args.repo_id:
+            started = time.perf_counter()
+            pushed = push_folder(
+                Path(args.output_dir),
+                repo_id=args.repo_id,
+                token=args.token,
+                private=args.private,
+                revision=args.revision,
+                create_pr=args.create_pr,
+                commit_message=args.commit_message,
+            )
+            if not args.quiet:
+                print(
+                    f"Pushed to {pushed.repo_url} in {time.perf_counter() - started:.1f} s: "
+                    f"{len(pushed.uploaded)} files sent, {pushed.unchanged} unchanged, {len(pushed.deleted)} deleted, "
+                    f"{len(pushed.commits)} commits" + (f", pull request {pushed.pull_request}" if pushed.pull_request else "")
+                )
+        elif not args.quiet:
+            print(f'Load it: datasets.load_dataset("{args.output_dir}", "512")')
+    except (ReleaseError, PushError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+if __name__ == "__main__":
+    sys.exit(main())

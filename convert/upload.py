@@ -1,0 +1,157 @@
+"""Pushing a converted folder to a Hub dataset repo with `huggingface_hub`, sending only what changed.
+
+Files are compared with the repo by content (LFS SHA-256, or the git blob id of small files), so a
+re-run after a partial upload sends only what is missing or different. Parquet files go in one
+commit per config, the card and preview last; with `create_pr` everything is one commit. Each
+commit names its parent: if the branch moved meanwhile, the tree is read again and the commit retried.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
+from huggingface_hub.errors import HfHubHTTPError
+
+from reghead_release.errors import logger
+
+from .conversion import WORK_DIR
+
+REPO_TYPE = "dataset"
+MAX_COMMIT_ATTEMPTS = 3
+CARD_FILES = ("README.md",)
+HUB_LAYOUT_DIRS = ("512", "1024", "images")
+CHUNK = 1 << 20
+
+
+class PushError(Exception):
+    """The Hub refused the push; the message says why and what to do, and never holds the token."""
+
+
+@dataclass
+class PushResult:
+    repo_url: str
+    commits: list[str] = field(default_factory=list)
+    uploaded: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    unchanged: int = 0
+    pull_request: str | None = None
+
+
+def local_files(folder: Path) -> dict[str, Path]:
+    """{path in repo: local path} of a converted folder, work files and temporaries left out."""
+    files = {}
+    for path in sorted(folder.rglob("*")):
+        relative = path.relative_to(folder).as_posix()
+        if path.is_file() and not relative.startswith(WORK_DIR) and not path.name.endswith(".tmp"):
+            files[relative] = path
+    return files
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _git_blob_id(path: Path) -> str:
+    data = path.read_bytes()
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def _same_content(entry, path: Path) -> bool:
+    if entry.size != path.stat().st_size:
+        return False
+    if entry.lfs is not None:
+        return entry.lfs.sha256 == _sha256(path)
+    return entry.blob_id == _git_blob_id(path)
+
+
+def _explain(error: HfHubHTTPError, repo_id: str) -> PushError:
+    status = error.response.status_code if error.response is not None else None
+    if status in (401, 403):
+        return PushError(
+            f"the Hub refused access to dataset repo {repo_id!r} (HTTP {status}): pass a token with write "
+            "access (--token, the HF_TOKEN variable, or `hf auth login`)"
+        )
+    server_message = getattr(error, "server_message", None) or ""
+    return PushError(f"the Hub refused the push to {repo_id!r} (HTTP {status}): {server_message}".rstrip(": "))
+
+
+def push_folder(
+    folder: Path,
+    *,
+    repo_id: str,
+    token: str | None = None,
+    private: bool = False,
+    revision: str | None = None,
+    create_pr: bool = False,
+    commit_message: str = "Upload RegHead",
+    endpoint: str | None = None,
+) -> PushResult:
+    """Create the repo if needed and upload the converted `folder`, only what differs from the repo."""
+    api = HfApi(token=token, endpoint=endpoint)
+    try:
+        url = api.create_repo(repo_id, repo_type=REPO_TYPE, private=private, exist_ok=True)
+        if revision and not create_pr:
+            api.create_branch(repo_id, repo_type=REPO_TYPE, branch=revision, exist_ok=True)
+        result = PushResult(repo_url=str(url))
+        for attempt in range(1, MAX_COMMIT_ATTEMPTS + 1):
+            try:
+                _push_changes(api, folder, repo_id, revision, create_pr, commit_message, result)
+                return result
+            except HfHubHTTPError as error:
+                moved = error.response is not None and error.response.status_code == 412
+                if not moved or attempt == MAX_COMMIT_ATTEMPTS:
+                    raise
+                logger.warning("the branch of %s moved during the push; reading its tree again (%d/%d)", repo_id, attempt, MAX_COMMIT_ATTEMPTS)
+    except HfHubHTTPError as error:
+        raise _explain(error, repo_id) from None
+    raise AssertionError("unreachable")
+
+
+def _push_changes(api: HfApi, folder: Path, repo_id: str, revision: str | None, create_pr: bool, message: str, result: PushResult) -> None:
+    info = api.repo_info(repo_id, repo_type=REPO_TYPE, revision=revision)
+    parent = info.sha
+    remote = {
+        entry.path: entry
+        for entry in api.list_repo_tree(repo_id, repo_type=REPO_TYPE, revision=revision, recursive=True, expand=False)
+        if hasattr(entry, "blob_id")
+    }
+    files = local_files(folder)
+    changed = [path for path, local in files.items() if path not in remote or not _same_content(remote[path], local)]
+    result.unchanged = len(files) - len(changed)
+    stale = [path for path in remote if path.split("/")[0] in HUB_LAYOUT_DIRS and path not in files]
+    # Data first, one commit per top folder, then the card: the card never points at missing files.
+    batches: list[tuple[list[str], list[str]]] = []
+    for top in HUB_LAYOUT_DIRS:
+        adds = [path for path in changed if path.split("/")[0] == top]
+        if adds:
+            batches.append((adds, []))
+    rest = [path for path in changed if path.split("/")[0] not in HUB_LAYOUT_DIRS]
+    if rest or stale:
+        batches.append((rest, stale))
+    if create_pr and batches:
+        batches = [([p for adds, _ in batches for p in adds], [p for _, dels in batches for p in dels])]
+    for adds, deletes in batches:
+        operations = [CommitOperationAdd(path_in_repo=path, path_or_fileobj=str(files[path])) for path in adds]
+        operations += [CommitOperationDelete(path_in_repo=path) for path in deletes]
+        commit = api.create_commit(
+            repo_id,
+            operations,
+            commit_message=message,
+            repo_type=REPO_TYPE,
+            revision=revision,
+            create_pr=create_pr,
+            parent_commit=None if create_pr else parent,
+        )
+        parent = commit.oid
+        result.commits.append(commit.oid)
+        result.uploaded += adds
+        result.deleted += deletes
+        if commit.pr_url:
+            result.pull_request = commit.pr_url
