@@ -12,8 +12,9 @@ import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
+from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, constants
 from huggingface_hub.errors import HfHubHTTPError
+from huggingface_hub.utils import build_hf_headers, get_session
 
 from reghead_release.errors import logger
 
@@ -71,6 +72,24 @@ def _same_content(entry, path: Path) -> bool:
     return entry.blob_id == _git_blob_id(path)
 
 
+def use_xet_only_if_offered(api: HfApi, repo_id: str, revision: str | None) -> bool:
+    """Switch huggingface_hub to classic LFS when the server hands out no Xet write token.
+
+    With `hf_xet` installed, huggingface_hub uploads through Xet storage unconditionally; a
+    Hub-compatible server that speaks only classic LFS (a mirror, a test server) needs it off.
+    Returns whether Xet stays in use.
+    """
+    if constants.HF_HUB_DISABLE_XET:
+        return False
+    url = f"{api.endpoint}/api/{REPO_TYPE}s/{repo_id}/xet-write-token/{revision or 'main'}"
+    response = get_session().get(url, headers=build_hf_headers(token=api.token))
+    if response.status_code == 200:
+        return True
+    logger.info("%s offers no Xet storage (HTTP %s): uploading with classic LFS", api.endpoint, response.status_code)
+    constants.HF_HUB_DISABLE_XET = True
+    return False
+
+
 def _explain(error: HfHubHTTPError, repo_id: str) -> PushError:
     status = error.response.status_code if error.response is not None else None
     if status in (401, 403):
@@ -99,6 +118,7 @@ def push_folder(
         url = api.create_repo(repo_id, repo_type=REPO_TYPE, private=private, exist_ok=True)
         if revision and not create_pr:
             api.create_branch(repo_id, repo_type=REPO_TYPE, branch=revision, exist_ok=True)
+        use_xet_only_if_offered(api, repo_id, revision)
         result = PushResult(repo_url=str(url))
         for attempt in range(1, MAX_COMMIT_ATTEMPTS + 1):
             try:

@@ -189,7 +189,10 @@ def _card_errors(metadata: Any, repo_type: str) -> list[str]:
 
 
 class _Repo:
-    """One repository: commits (full snapshots) and refs. ``branches[name]`` is the list of commit ids (oldest first)."""
+    """One repository: commits (full snapshots) and refs.
+
+    ``branches[name]`` is the list of commit ids of a branch (oldest first), ``tags[name]`` a commit id.
+    """
 
     def __init__(self, repo_type: str, namespace: str, name: str, private: bool):
         self.type, self.namespace, self.name, self.private = repo_type, namespace, name, private
@@ -751,7 +754,10 @@ class _Handler(BaseHTTPRequestHandler):
     def _whoami(self) -> None:
         if self.user is None:
             raise HubError(401, "Invalid username or password.")
-        orgs = [{"type": "org", "name": org, "fullname": org, "roleInOrg": "write"} for org in self.hub.orgs.get(self.user, [])]
+        orgs = [
+            {"type": "org", "name": org, "fullname": org, "roleInOrg": "write"}
+            for org in self.hub.orgs.get(self.user, [])
+        ]
         self._json(
             200,
             {
@@ -788,7 +794,8 @@ class _Handler(BaseHTTPRequestHandler):
             key = (repo_type, ns, name)
             if key in hub._repos:
                 repo = hub._repos[key]
-                return self._json(409, {"error": f"You already created this {repo_type} repo", "url": self._repo_url(repo)})
+                error = f"You already created this {repo_type} repo"
+                return self._json(409, {"error": error, "url": self._repo_url(repo)})
             repo = _Repo(repo_type, ns, name, private)
             files = {".gitattributes": hub._store_git_blob(DEFAULT_GITATTRIBUTES.encode())}
             repo.branches["main"] = [hub._new_commit(repo, [], files, "initial commit", "", self.user)]
@@ -874,7 +881,11 @@ class _Handler(BaseHTTPRequestHandler):
             if blobs:
                 sibling.update(size=entry["size"], blobId=entry["oid"])
                 if entry["lfs"]:
-                    sibling["lfs"] = {"size": entry["size"], "sha256": entry["lfs"], "pointerSize": entry["pointer_size"]}
+                    sibling["lfs"] = {
+                        "size": entry["size"],
+                        "sha256": entry["lfs"],
+                        "pointerSize": entry["pointer_size"],
+                    }
             siblings.append(sibling)
         info: dict[str, Any] = {
             "_id": hashlib.sha1(repo.repo_id.encode()).hexdigest()[:24],
@@ -1073,7 +1084,8 @@ class _Handler(BaseHTTPRequestHandler):
                 start, end = max(0, size - suffix), size - 1
                 satisfiable = suffix > 0 and size > 0
             if not satisfiable:
-                raise HubError(416, "Requested range not satisfiable", headers={**headers, "Content-Range": f"bytes */{size}"})
+                headers["Content-Range"] = f"bytes */{size}"
+                raise HubError(416, "Requested range not satisfiable", headers=headers)
             status = 206
             headers["Content-Range"] = f"bytes {start}-{end}/{size}"
         length = end - start + 1 if size else 0
@@ -1163,7 +1175,8 @@ class _Handler(BaseHTTPRequestHandler):
         for obj in payload.get("objects", []):
             oid, size = str(obj.get("oid", "")), obj.get("size")
             if not re.fullmatch(r"[0-9a-f]{64}", oid) or not isinstance(size, int) or size < 0:
-                objects.append({"oid": oid, "size": size if isinstance(size, int) else 0, "error": {"code": 422, "message": "Invalid object"}})
+                bad_size = size if isinstance(size, int) else 0
+                objects.append({"oid": oid, "size": bad_size, "error": {"code": 422, "message": "Invalid object"}})
                 continue
             out: dict[str, Any] = {"oid": oid, "size": size, "authenticated": True}
             stored = hub._lfs_path(oid)
@@ -1174,11 +1187,12 @@ class _Handler(BaseHTTPRequestHandler):
                     "verify": {"href": f"{hub.url}/__lfs/verify/{oid}?size={size}&sig={sig}", "expires_in": 3600},
                 }
             objects.append(out)
-        self._json(200, {"transfer": "basic", "objects": objects, "hash_algo": "sha256"}, content_type="application/vnd.git-lfs+json")
+        response = {"transfer": "basic", "objects": objects, "hash_algo": "sha256"}
+        self._json(200, response, content_type="application/vnd.git-lfs+json")
 
     def _check_sig(self, oid: str) -> int:
         size_str, sig = self._param("size", ""), self._param("sig", "")
-        if not size_str or not size_str.isdigit() or not hmac.compare_digest(sig or "", self.hub._sign(oid, int(size_str))):
+        if not (size_str or "").isdigit() or not hmac.compare_digest(sig or "", self.hub._sign(oid, int(size_str))):
             raise HubError(403, "Invalid or missing LFS signature")
         return int(size_str)
 
@@ -1292,7 +1306,12 @@ class _Handler(BaseHTTPRequestHandler):
                     raise HubError(400, "Invalid metadata in README.md: " + "; ".join(problems))
             cid = hub._new_commit(repo, [parent], files, summary, header.get("description") or "", self.user)
             url = self._repo_url(repo)
-            result: dict[str, Any] = {"success": True, "commitOid": cid, "commitUrl": f"{url}/commit/{cid}", "hookOutput": ""}
+            result: dict[str, Any] = {
+                "success": True,
+                "commitOid": cid,
+                "commitUrl": f"{url}/commit/{cid}",
+                "hookOutput": "",
+            }
             if create_pr:
                 num = repo.next_pr
                 repo.next_pr += 1

@@ -1,6 +1,6 @@
 """Tests for ``tests/hub_server.py`` with the REAL huggingface_hub / datasets clients (no mocks).
 
-The ``hub`` fixture (and the ``hub_env`` helper it uses) is self-contained so it can be moved to ``conftest.py``.
+The ``hub`` and ``api`` fixtures (and the ``hub_env`` helper they use) live in ``conftest.py``.
 """
 
 from __future__ import annotations
@@ -13,13 +13,8 @@ from pathlib import Path
 import httpx2 as httpx
 import pytest
 
-try:
-    from hub_server import HubServer
-except ImportError:  # tests/ turned into a package
-    from tests.hub_server import HubServer
-
-ALICE_TOKEN = "hf_write_token"  # user "alice", member of org "acme"
-BOB_TOKEN = "hf_bob_token"  # user "bob"
+from conftest import ALICE_TOKEN, BOB_TOKEN, hub_env  # noqa: F401 - hub_env is exercised through the `hub` fixture
+from hub_server import HubServer
 REPO = "alice/demo"
 PARQUET = "512/train-00000-of-00001.parquet"
 README = """---
@@ -32,116 +27,6 @@ configs:
 ---
 # Demo dataset
 """
-
-
-# ---------------------------------------------------------------------------------------------------- fixtures
-def hub_env(monkeypatch: pytest.MonkeyPatch, home: Path, endpoint: str) -> list[str]:
-    """Point huggingface_hub and datasets at ``endpoint`` with caches under ``home``; no token, no Xet, offline-safe.
-
-    Both libraries copy env vars into module constants at import time, so setting HF_ENDPOINT & co. is not enough:
-    the cached constants are patched too. Also blocks DNS for non-loopback hosts (datasets pings S3 / the
-    dataset viewer otherwise); the returned list collects the hosts that something tried to reach.
-    """
-    import datasets.config
-    import huggingface_hub.constants as hf_constants
-    from huggingface_hub import HfFileSystem
-    from huggingface_hub.utils import _http as hf_http
-
-    home = Path(home)
-    hub_cache, datasets_cache = home / "hub", home / "datasets"
-    env = {
-        "HF_ENDPOINT": endpoint,
-        "HF_HOME": str(home),
-        "HF_HUB_CACHE": str(hub_cache),
-        "HF_DATASETS_CACHE": str(datasets_cache),
-        "HF_XET_CACHE": str(home / "xet"),
-        "HF_TOKEN_PATH": str(home / "token"),
-        "HF_HUB_DISABLE_XET": "1",
-        "HF_HUB_DISABLE_TELEMETRY": "1",
-        "HF_UPDATE_DOWNLOAD_COUNTS": "0",
-    }
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    for key in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE",
-                "HF_DATASETS_OFFLINE", "HF_OIDC_RESOURCE", "HUGGINGFACE_CO_STAGING"):
-        monkeypatch.delenv(key, raising=False)
-
-    # huggingface_hub: values read from the environment at import time
-    for name, value in {
-        "ENDPOINT": endpoint,
-        "HUGGINGFACE_CO_URL_TEMPLATE": endpoint + "/{repo_id}/resolve/{revision}/{filename}",
-        "HF_URL_HOSTS": hf_constants.HF_URL_HOSTS | {"127.0.0.1"},
-        "HF_HUB_DISABLE_XET": True,  # hf_xet is installed: without this, uploads go through Xet unconditionally
-        "HF_HUB_OFFLINE": False,
-        "HF_HUB_DISABLE_TELEMETRY": True,
-        "HF_HOME": str(home),
-        "HF_HUB_CACHE": str(hub_cache),
-        "HUGGINGFACE_HUB_CACHE": str(hub_cache),
-        "HF_ASSETS_CACHE": str(home / "assets"),
-        "HF_XET_CACHE": str(home / "xet"),
-        "HF_TOKEN_PATH": str(home / "token"),
-        "HF_STORED_TOKENS_PATH": str(home / "stored_tokens"),
-        "AGENT_HARNESSES_PATH": str(home / ".agent_harnesses.json"),
-    }.items():
-        monkeypatch.setattr(hf_constants, name, value)
-    monkeypatch.setattr(hf_http, "_HUB_ORIGINS", hf_http._HUB_ORIGINS | {hf_http._url_origin(endpoint)})
-
-    # datasets: same story in datasets.config
-    for name, value in {
-        "HF_ENDPOINT": endpoint,
-        "HUB_DATASETS_URL": endpoint + "/datasets/{repo_id}/resolve/{revision}/{path}",
-        "HF_HUB_OFFLINE": False,
-        "HF_DATASETS_OFFLINE": False,
-        "USE_PARQUET_EXPORT": False,  # else: asks datasets-server.<host> for exported infos
-        "HF_UPDATE_DOWNLOAD_COUNTS": False,  # else: HEAD request to S3
-        "HF_DATASETS_CACHE": datasets_cache,
-        "HF_MODULES_CACHE": home / "modules",
-        "DOWNLOADED_DATASETS_PATH": datasets_cache / "downloads",
-        "EXTRACTED_DATASETS_PATH": datasets_cache / "downloads" / "extracted",
-    }.items():
-        monkeypatch.setattr(datasets.config, name, value, raising=False)
-
-    # HfFileSystem caches instances (and their listings) per endpoint/token/thread
-    HfFileSystem.clear_instance_cache()
-
-    blocked: list[str] = []
-    real_getaddrinfo = socket.getaddrinfo
-
-    def loopback_only(host, *args, **kwargs):
-        name = host.decode() if isinstance(host, bytes) else str(host)
-        if name not in ("127.0.0.1", "localhost", "::1"):
-            blocked.append(name)
-            raise socket.gaierror(socket.EAI_NONAME, f"network disabled in tests: {name}")
-        return real_getaddrinfo(host, *args, **kwargs)
-
-    monkeypatch.setattr(socket, "getaddrinfo", loopback_only)
-    return blocked
-
-
-@pytest.fixture
-def hub(tmp_path, monkeypatch):
-    """A running HubServer (users alice/bob, alice in org acme) with both client libraries pointed at it.
-
-    ``hub.blocked_hosts`` lists non-loopback hosts something tried to resolve during the test.
-    """
-    from huggingface_hub import HfFileSystem
-    from huggingface_hub.utils import close_session
-
-    with HubServer(
-        root=tmp_path / "hub-server", tokens={ALICE_TOKEN: "alice", BOB_TOKEN: "bob"}, orgs={"alice": ["acme"]}
-    ) as server:
-        server.blocked_hosts = hub_env(monkeypatch, tmp_path / "hf-home", server.url)
-        yield server
-        close_session()  # drop pooled keep-alive connections to this server
-        HfFileSystem.clear_instance_cache()
-        assert server.errors == [], server.errors[0]  # unexpected server-side exceptions (500s)
-
-
-@pytest.fixture
-def api(hub):
-    from huggingface_hub import HfApi
-
-    return HfApi(token=ALICE_TOKEN)
 
 
 def _jpeg(color: tuple[int, int, int]) -> bytes:
