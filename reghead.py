@@ -21,6 +21,7 @@ from datasets.builder import Key
 from datasets.utils.info_utils import VerificationMode
 
 from reghead_release.errors import Problems, ReleaseError, logger
+from reghead_release.grid import expression_grid, expression_pairs
 from reghead_release.reader import read_shard_rows
 from reghead_release.release import (
     CHECKSUMS_ASSET,
@@ -56,6 +57,8 @@ __all__ = [
     "RegHead",
     "RegHeadConfig",
     "ReleaseError",
+    "expression_grid",
+    "expression_pairs",
     "parse_identity",
     "split_of",
 ]
