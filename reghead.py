@@ -15,22 +15,24 @@ or stream them, without preparing anything: `RegHead(config_name="1024").as_stre
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import datasets
 from datasets.builder import Key
+from datasets.download.streaming_download_manager import StreamingDownloadManager
+from datasets.utils import tqdm as hf_tqdm
 from datasets.utils.info_utils import VerificationMode
 
 from reghead_release.errors import Problems, ReleaseError, logger
 from reghead_release.grid import expression_grid, expression_pairs
 from reghead_release.reader import read_shard_rows
+from reghead_release.http import download
 from reghead_release.release import (
-    CHECKSUMS_ASSET,
-    METADATA_ASSET,
     base_url_for,
     check_resolution,
     locate_local_release,
     open_shard,
-    read_assets,
+    read_remote_index,
     remote_shards,
 )
 from reghead_release.schema import (
@@ -43,6 +45,7 @@ from reghead_release.schema import (
     STYLES,
     Identity,
     parse_identity,
+    release_tag,
     split_of,
 )
 
@@ -153,7 +156,6 @@ class RegHead(datasets.GeneratorBasedBuilder):
                     # The train split reads every byte of every shard anyway, so it verifies them;
                     # the other splits then skip the samples they do not keep without reading them.
                     "verify": verify and split == "train",
-                    "download_config": dl_manager.download_config,
                 },
             )
             for split in SPLITS
@@ -164,17 +166,19 @@ class RegHead(datasets.GeneratorBasedBuilder):
         if self.config.data_dir:
             return locate_local_release(self.config.data_dir, resolution)
         base_url = base_url_for(resolution, self.config.base_url)
-        assets = dl_manager.download({name: f"{base_url}/{name}" for name in (CHECKSUMS_ASSET, METADATA_ASSET)})
-        opened = {name: open_shard(path, download_config=dl_manager.download_config) for name, path in assets.items()}
-        try:
-            index = read_assets(opened, origin=base_url)
-        finally:
-            for f in opened.values():
-                f.close()
+        index = read_remote_index(base_url)
         check_resolution(index, resolution, origin=base_url)
         shards = remote_shards(index, base_url)
-        locations = dl_manager.download([shard.location for shard in shards])
-        return [replace(shard, location=location) for shard, location in zip(shards, locations)]
+        if isinstance(dl_manager, StreamingDownloadManager):
+            return shards
+        # Downloaded once into the builder's downloads folder, resumed and retried by HttpFile.
+        folder = Path(dl_manager.download_config.cache_dir) / "reghead" / release_tag(resolution)
+        total = sum(shard.size or 0 for shard in shards) or None
+        with hf_tqdm(total=total, unit="B", unit_scale=True, desc=f"Downloading {release_tag(resolution)}") as bar:
+            return [
+                replace(shard, location=str(download(shard.location, folder / shard.name, what=shard.name, progress=bar.update)))
+                for shard in shards
+            ]
 
     def _as_dataset(self, split=datasets.Split.TRAIN, in_memory=False):
         # A small release can leave a split without identities; datasets has no file to read
@@ -185,10 +189,10 @@ class RegHead(datasets.GeneratorBasedBuilder):
             return datasets.Dataset.from_dict(empty, features=self.info.features, info=self.info.copy(), split=str(split))
         return super()._as_dataset(split=split, in_memory=in_memory)
 
-    def _generate_shards(self, shards, split, verify, download_config):
+    def _generate_shards(self, shards, split, verify):
         yield from (shard.location for shard in shards)
 
-    def _generate_examples(self, shards, split, verify, download_config):
+    def _generate_examples(self, shards, split, verify):
         problems = Problems(strict=self.config.strict)
         seen: dict[str, str] = {}
 
@@ -196,7 +200,7 @@ class RegHead(datasets.GeneratorBasedBuilder):
             return split_of(key) == split
 
         for shard in shards:
-            with open_shard(shard.location, download_config=download_config) as raw:
+            with open_shard(shard.location, what=shard.name) as raw:
                 rows = read_shard_rows(
                     raw,
                     file=shard.name,

@@ -10,11 +10,15 @@ work folder is removed once the dataset card (written last, by the caller) is th
 
 from __future__ import annotations
 
+import fcntl
 import json
 import multiprocessing
 import os
 import shutil
+import signal
+import sys
 import threading
+from contextlib import contextmanager
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -154,7 +158,7 @@ def run_job(job: ShardJob, progress: Callable[[int], None] | None = None) -> Sha
     problems = Problems(strict=job.strict)
     unreported = 0
     try:
-        with open_shard(job.shard.location) as raw:
+        with open_shard(job.shard.location, what=job.shard.name) as raw:
             rows = read_shard_rows(
                 raw,
                 file=job.shard.name,
@@ -196,6 +200,16 @@ _progress_queue = None
 def _init_worker(queue) -> None:
     global _progress_queue
     _progress_queue = queue
+    _die_with_parent()
+
+
+def _die_with_parent() -> None:
+    """A worker whose run was killed (SIGKILL) must not go on writing beside the next run."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def _run_job_in_worker(job: ShardJob) -> ShardRecord:
@@ -313,6 +327,21 @@ def plan_jobs(releases: dict[str, str], out_dir: Path, *, verify: bool, strict: 
         ]
         for config, folder in releases.items()
     }
+
+
+@contextmanager
+def exclusive_output(out_dir: Path):
+    """Hold the output folder for one run at a time (the kernel drops the lock if the run dies)."""
+    work = out_dir / WORK_DIR
+    work.mkdir(parents=True, exist_ok=True)
+    with open(work / "lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ReleaseError(
+                "another conversion is writing to this folder", file=str(out_dir), hint="Wait for it, or choose another --output-dir"
+            ) from None
+        yield
 
 
 def remove_work_dir(out_dir: Path) -> None:

@@ -29,7 +29,7 @@ from reghead_release.sample import write_sample_release  # noqa: E402
 from reghead_release.schema import RESOLUTIONS  # noqa: E402
 
 from .card import write_card  # noqa: E402
-from .conversion import WORK_DIR, plan_jobs, publish_config, remove_work_dir, run_jobs  # noqa: E402
+from .conversion import WORK_DIR, exclusive_output, plan_jobs, publish_config, remove_work_dir, run_jobs  # noqa: E402
 from .upload import PushError, push_folder  # noqa: E402
 
 DEFAULT_OUTPUT = "reghead"
@@ -93,6 +93,13 @@ def write_demo_releases(work: Path, images_dir: str | None) -> dict[str, str]:
 def convert(args: argparse.Namespace) -> tuple[list, float]:
     out_dir = Path(args.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    with exclusive_output(out_dir):
+        results = _convert_locked(args, out_dir)
+        remove_work_dir(out_dir)  # the card is written: the folder is complete
+    return results
+
+
+def _convert_locked(args: argparse.Namespace, out_dir: Path) -> tuple[list, float]:
     releases = args.releases or write_demo_releases(out_dir / WORK_DIR / "sample-release", args.sample_images)
     started = time.perf_counter()
     jobs = plan_jobs(releases, out_dir, verify=not args.no_verify, strict=not args.lenient)
@@ -108,7 +115,6 @@ def convert(args: argparse.Namespace) -> tuple[list, float]:
         results.append(publish_config(config, jobs[config], records[position : position + count], out_dir))
         position += count
     write_card(results, out_dir, repo_id=args.repo_id or DEMO_REPO_ID, gated=args.gated)
-    remove_work_dir(out_dir)
     return results, time.perf_counter() - started
 
 
@@ -160,6 +166,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f'Load it: datasets.load_dataset("{args.output_dir}", "512")')
     except (ReleaseError, PushError) as error:
         print(f"error: {error}", file=sys.stderr)
+        return 1
+    except OSError as error:  # a full disk, a folder without write access: not a bug to trace
+        print(f"error: {error}. Fix it and run the same command again: finished shards are kept.", file=sys.stderr)
         return 1
     return 0
 

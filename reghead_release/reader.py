@@ -9,7 +9,9 @@ not being verified and the file can seek. Image bytes are passed through as they
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import os
 import tarfile
 from collections.abc import Callable, Iterator
 from typing import NamedTuple
@@ -45,6 +47,7 @@ class ShardStream:
         self.members = 0
         self.hash = hashlib.sha256() if verify else None
         self.can_seek = not verify and _seekable(raw)
+        self.size = _known_size(raw)
 
     def read(self, size: int, *, what: str = "a member") -> bytes:
         data = self.raw.read(size)
@@ -73,6 +76,13 @@ class ShardStream:
 
     def skip(self, size: int, *, what: str = "a member") -> None:
         if self.can_seek:
+            if self.size is not None and self.offset + size > self.size:
+                raise ReleaseError(
+                    f"the shard is truncated: it ends at byte {self.size}, inside {what} that needs "
+                    f"{size} bytes from byte {self.offset}",
+                    file=self.file,
+                    hint="Download the shard again",
+                )
             self.raw.seek(size, 1)
             self.offset += size
             return
@@ -100,6 +110,14 @@ class ShardStream:
             self.hash.update(chunk)
             self.offset += len(chunk)
         return self.hash.hexdigest()
+
+
+def _known_size(raw) -> int | None:
+    """The file's size when it is known without reading: a local file, or an HTTP file after its first answer."""
+    try:
+        return os.fstat(raw.fileno()).st_size
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        return getattr(getattr(raw, "raw", raw), "size", None)
 
 
 def _seekable(raw) -> bool:
@@ -143,6 +161,13 @@ def iter_members(stream: ShardStream) -> Iterator[Member]:
     while True:
         header_at = stream.offset
         block = stream.read_block()
+        if not block and header_at:
+            # tar writers always end an archive with zero blocks: without them, bytes are missing
+            raise ReleaseError(
+                f"the shard is truncated: it ends at byte {header_at} without the tar end-of-archive blocks",
+                file=stream.file,
+                hint="Download the shard again",
+            )
         if not block or block == tarfile.NUL * BLOCK:
             return
         try:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ReleaseError, logger
+from .http import HttpFile, is_url
 from .schema import release_tag
 
 DEFAULT_BASE_URL = "https://github.com/snap-research/RegHead/releases/download"
@@ -233,7 +234,14 @@ def locate_local_release(data_dir: str | os.PathLike, resolution: int) -> list[S
                 file=name,
                 hint=DOWNLOAD_HINT,
             )
-        shards.append(Shard(position, name, str(path), index.sha256[name], index.sizes.get(name)))
+        size = path.stat().st_size
+        if name in index.sizes and index.sizes[name] != size:
+            raise ReleaseError(
+                f"the shard is {size} bytes but the release manifest says {index.sizes[name]}",
+                file=str(path),
+                hint="The download is incomplete or damaged: download the shard again",
+            )
+        shards.append(Shard(position, name, str(path), index.sha256[name], size))
     listed = set(index.sha256)
     for folder in (root / SHARD_DIR, root):
         for extra in sorted(folder.glob("*.tar")) if folder.is_dir() else ():
@@ -250,16 +258,17 @@ def remote_shards(index: ReleaseIndex, base_url: str) -> list[Shard]:
     ]
 
 
-def open_shard(location: str, *, download_config=None):
-    """Open a shard (local path or URL) for reading, buffered for large sequential reads."""
-    if "://" not in location:
-        return open(location, "rb", buffering=1 << 16)
-    from datasets.utils.file_utils import xopen
-
-    return xopen(location, "rb", download_config=download_config)
+def open_shard(location: str, *, what: str | None = None):
+    """Open a shard (local path or http(s) URL) for reading, buffered for large sequential reads."""
+    if is_url(location):
+        return io.BufferedReader(HttpFile(location, what=what), buffer_size=1 << 20)
+    return open(location, "rb", buffering=1 << 16)
 
 
-def read_bytes(location: str, *, download_config=None) -> io.BytesIO:
-    """The whole content of a small asset (local path or URL)."""
-    with open_shard(location, download_config=download_config) as f:
-        return io.BytesIO(f.read())
+def read_remote_index(base_url: str) -> ReleaseIndex:
+    """The index of a release published at `base_url`, from its two `.tar.gz` assets."""
+    assets = {}
+    for name in ASSET_MEMBERS:
+        with HttpFile(f"{base_url}/{name}", what=name) as f:
+            assets[name] = io.BytesIO(f.readall())
+    return read_assets(assets, origin=base_url)
