@@ -50,6 +50,8 @@ class ShardStream:
         self.size = _known_size(raw)
 
     def read(self, size: int, *, what: str = "a member") -> bytes:
+        if self.size is not None and self.offset + size > self.size:
+            self._truncated(self.size - self.offset, size, what)
         data = self.raw.read(size)
         if len(data) < size:
             data = self._read_rest(data, size, what)
@@ -62,27 +64,25 @@ class ShardStream:
         chunks = [data]
         got = len(data)
         while got < size:
-            chunk = self.raw.read(size - got)
+            chunk = self.raw.read(min(size - got, SKIP_CHUNK))
             if not chunk:
-                raise ReleaseError(
-                    f"the shard is truncated: it ends at byte {self.offset + got}, inside {what} "
-                    f"that needs {size} bytes from byte {self.offset}",
-                    file=self.file,
-                    hint="Download the shard again",
-                )
+                self._truncated(got, size, what)
             chunks.append(chunk)
             got += len(chunk)
         return b"".join(chunks)
 
+    def _truncated(self, available: int, size: int, what: str):
+        raise ReleaseError(
+            f"the shard is truncated: it ends at byte {self.offset + available}, inside {what} "
+            f"that needs {size} bytes from byte {self.offset}",
+            file=self.file,
+            hint="Download the shard again",
+        )
+
     def skip(self, size: int, *, what: str = "a member") -> None:
         if self.can_seek:
             if self.size is not None and self.offset + size > self.size:
-                raise ReleaseError(
-                    f"the shard is truncated: it ends at byte {self.size}, inside {what} that needs "
-                    f"{size} bytes from byte {self.offset}",
-                    file=self.file,
-                    hint="Download the shard again",
-                )
+                self._truncated(self.size - self.offset, size, what)
             self.raw.seek(size, 1)
             self.offset += size
             return
@@ -176,7 +176,10 @@ def iter_members(stream: ShardStream) -> Iterator[Member]:
             raise ReleaseError(
                 f"not a tar header at byte {header_at} ({error})", file=stream.file, hint="Download the shard again"
             ) from None
-        size = int(pax.get("size", info.size))
+        try:
+            size = int(pax.get("size", info.size))
+        except ValueError:
+            raise ReleaseError(f"bad pax size {pax['size']!r} at byte {header_at}", file=stream.file, hint="Download the shard again") from None
         padded = size + (-size) % BLOCK
         if info.type in (tarfile.XHDTYPE, tarfile.GNUTYPE_LONGNAME):
             data = stream.read(padded, what="an extended header")[:size]

@@ -191,6 +191,52 @@ def _write_tar_gz(path: Path, members: dict[str, bytes]) -> None:
                 archive.addfile(info, io.BytesIO(data))
 
 
+def _shard_keys(path: Path) -> list[str]:
+    """The sample keys of a shard, in order (WebDataset: the member name up to the first '.')."""
+    keys: list[str] = []
+    with tarfile.open(path) as archive:
+        for name in archive.getnames():
+            key = name.partition(".")[0]
+            if not keys or keys[-1] != key:
+                keys.append(key)
+    return keys
+
+
+def write_release_assets(root: Path, *, resolution: int, shard_paths: list[Path], extracted: bool = False) -> None:
+    """Write `metadata.tar.gz` and `checksums.tar.gz` describing the shards as they are now.
+
+    Tests use it after damaging a shard on purpose, so that the damage is not a checksum mismatch.
+    """
+    manifest_shards, index_rows, sums = [], [], []
+    for path in shard_paths:
+        data = path.read_bytes()
+        digest = hashlib.sha256(data).hexdigest()
+        keys = _shard_keys(path) if data else []
+        sums.append(f"{digest}  {SHARD_DIR}/{path.name}\n")
+        manifest_shards.append({"file": f"{SHARD_DIR}/{path.name}", "size_bytes": len(data), "sha256": digest, "num_samples": len(keys)})
+        for key in keys:
+            index_rows.append({"sample_key": key, "identity": key[9:-9], "shard": f"{SHARD_DIR}/{path.name}", "num_expressions": len(EXPRESSIONS)})
+    manifest = {
+        "release_tag": release_tag(resolution),
+        "resolution": resolution,
+        "num_identities": len(index_rows),
+        "num_images": len(index_rows) * len(EXPRESSIONS),
+        "expressions": list(EXPRESSIONS),
+        "shards": manifest_shards,
+    }
+    metadata = {
+        MANIFEST_MEMBER: json.dumps(manifest, indent=2).encode(),
+        SAMPLES_MEMBER: "".join(json.dumps(row) + "\n" for row in index_rows).encode(),
+    }
+    checksums = {SHA256SUMS_MEMBER: "".join(sums).encode()}
+    _write_tar_gz(root / METADATA_ASSET, metadata)
+    _write_tar_gz(root / CHECKSUMS_ASSET, checksums)
+    if extracted:
+        for name, data in {**metadata, **checksums}.items():
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            (root / name).write_bytes(data)
+
+
 def write_sample_release(
     out_dir: str | Path,
     *,
@@ -222,7 +268,7 @@ def write_sample_release(
     if images_dir and not real_dirs:
         raise ValueError(f"images_dir={str(images_dir)!r} holds no folder with all 10 expressions")
 
-    keys, shard_paths, manifest_shards, index_rows, sums = [], [], [], [], []
+    keys, shard_paths = [], []
     for first in range(0, len(names), samples_per_shard):
         path = shard_dir / shard_name(resolution, len(shard_paths))
         with open(path, "wb") as raw:
@@ -239,33 +285,9 @@ def write_sample_release(
                         sample[f"{expression}.jpg"] = _jpeg(draw_head(identity, expression, resolution))
                 writer.write(sample)
                 keys.append(key)
-                index_rows.append({"sample_key": key, "identity": identity, "shard": f"{SHARD_DIR}/{path.name}", "num_expressions": len(EXPRESSIONS)})
             writer.close()
-        data = path.read_bytes()
-        digest = hashlib.sha256(data).hexdigest()
-        sums.append(f"{digest}  {SHARD_DIR}/{path.name}\n")
-        manifest_shards.append({"file": f"{SHARD_DIR}/{path.name}", "size_bytes": len(data), "sha256": digest, "num_samples": min(samples_per_shard, len(names) - first)})
         shard_paths.append(path)
-
-    manifest = {
-        "release_tag": release_tag(resolution),
-        "resolution": resolution,
-        "num_identities": len(names),
-        "num_images": len(names) * len(EXPRESSIONS),
-        "expressions": list(EXPRESSIONS),
-        "shards": manifest_shards,
-    }
-    metadata = {
-        MANIFEST_MEMBER: json.dumps(manifest, indent=2).encode(),
-        SAMPLES_MEMBER: "".join(json.dumps(row) + "\n" for row in index_rows).encode(),
-    }
-    checksums = {SHA256SUMS_MEMBER: "".join(sums).encode()}
-    _write_tar_gz(root / METADATA_ASSET, metadata)
-    _write_tar_gz(root / CHECKSUMS_ASSET, checksums)
-    if extracted:
-        for name, data in {**metadata, **checksums}.items():
-            (root / name).parent.mkdir(parents=True, exist_ok=True)
-            (root / name).write_bytes(data)
+    write_release_assets(root, resolution=resolution, shard_paths=shard_paths, extracted=extracted)
     return SampleRelease(root, resolution, tuple(keys), tuple(shard_paths))
 
 
