@@ -237,9 +237,6 @@ def iter_samples(
     fields: dict[str, tuple[str, bytes]] = {}
     wanted = False
     for member in iter_members(stream):
-        if not is_safe_member_name(member.name):
-            problems.bad_sample("unsafe member name", f"member name {member.name!r} is absolute or climbs out with '..'", file=file, key=None)
-            continue
         parts = split_member_name(member.name)
         if parts is None:
             problems.note("member outside any sample", f"member {member.name!r} has no '.<field>' and is ignored", file=file, key=None)
@@ -248,10 +245,12 @@ def iter_samples(
         if member_key != key:
             if wanted:
                 yield Sample(key, fields)
-            key, fields = member_key, {}
+            key, fields, wanted = member_key, {}, False
+            if not is_safe_member_name(member.name):
+                problems.bad_sample("unsafe member name", f"member name {member.name!r} is absolute or climbs out with '..'", file=file, key=member_key)
+                continue
             if member_key in seen:
                 problems.bad_sample("duplicate key", f"sample key {member_key!r} was already read in shard {seen[member_key]!r}", file=file, key=member_key)
-                wanted = False
                 continue
             seen[member_key] = file
             wanted = keep is None or keep(member_key)

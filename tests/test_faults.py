@@ -6,6 +6,7 @@ import hashlib
 import io
 import json
 import logging
+import re
 import signal
 import subprocess
 import sys
@@ -191,7 +192,7 @@ def test_bad_sample_is_skipped_and_counted_when_lenient(release, case, caplog):
     first_of_shard = release.keys[2]  # the first sample of the damaged shard
     assert all_keys(ds) == sorted(k for k in release.keys if k != first_of_shard)
     assert "skipped a sample" in caplog.text
-    assert "1 skipped" in caplog.text
+    assert re.search(r"(?<!\d)1 skipped", caplog.text)
 
 
 def test_unsafe_member_names_are_never_written(release, tmp_path, monkeypatch):
