@@ -88,13 +88,13 @@ def parse_sha256sums(text: str, *, file: str) -> dict[str, str]:
     return sums
 
 
-def manifest_shard_sizes(manifest, *, file: str) -> dict[str, int]:
-    """{shard file name: size} from a manifest whose exact layout is not published.
+def manifest_shard_sizes(manifest) -> dict[str, int | None]:
+    """{shard file name: size or None} from a manifest whose exact layout is not published.
 
     Any JSON object holding a string that ends in `.tar` is taken as a shard entry; its size is
     the integer under a key containing `size` or `bytes`, when there is one.
     """
-    sizes: dict[str, int] = {}
+    sizes: dict[str, int | None] = {}
     stack = [manifest]
     while stack:
         node = stack.pop()
@@ -102,10 +102,11 @@ def manifest_shard_sizes(manifest, *, file: str) -> dict[str, int]:
             stack.extend(node)
         elif isinstance(node, dict):
             names = [v.rpartition("/")[2] for v in node.values() if isinstance(v, str) and v.endswith(".tar")]
-            size = next((v for k, v in node.items() if isinstance(v, int) and ("size" in k or "bytes" in k)), None)
+            size = next(
+                (v for k, v in node.items() if type(v) is int and ("size" in k or "bytes" in k)), None
+            )
             for name in names:
-                if size is not None:
-                    sizes[name] = size
+                sizes[name] = size
             stack.extend(v for v in node.values() if isinstance(v, (dict, list)))
     return sizes
 
@@ -155,12 +156,13 @@ def build_index(contents: dict[str, bytes], *, origin: str) -> ReleaseIndex:
     sizes = {}
     if MANIFEST_MEMBER in contents:
         manifest_file = f"{origin}/{MANIFEST_MEMBER}"
-        sizes = manifest_shard_sizes(_load_json(contents[MANIFEST_MEMBER], file=manifest_file), file=manifest_file)
-        unlisted = sorted(set(sizes) - set(sha256))
+        listed = manifest_shard_sizes(_load_json(contents[MANIFEST_MEMBER], file=manifest_file))
+        unlisted = sorted(set(listed) - set(sha256))
         if unlisted:
             raise ReleaseError(
                 f"the manifest lists shards that SHA256SUMS does not: {unlisted}", file=manifest_file, hint=DOWNLOAD_HINT
             )
+        sizes = {name: size for name, size in listed.items() if size is not None}
     num_samples = None
     if SAMPLES_MEMBER in contents:
         lines = _decode(contents[SAMPLES_MEMBER], file=f"{origin}/{SAMPLES_MEMBER}").splitlines()

@@ -108,7 +108,7 @@ def _colour(seed: str, low: int = 60, high: int = 230) -> tuple[int, int, int]:
     return tuple(low + digest[i] * (high - low) // 255 for i in range(3))
 
 
-def draw_head(identity: str, expression: str, size: int) -> "Image.Image":
+def draw_head(identity: str, expression: str, size: int):
     """A cartoon head: its look comes from the identity, its eyes, mouth and brows from the expression."""
     from PIL import Image, ImageDraw
 

@@ -11,7 +11,7 @@ import datasets
 import pytest
 
 from reghead import EXPRESSIONS, FEATURES, RegHead, ReleaseError, split_of
-from reghead_release.sample import identity_name, identity_parts, sample_key, write_sample_release
+from reghead_release.sample import identity_name, identity_parts, write_sample_release
 
 EXPECTED_FEATURES = datasets.Features(
     {

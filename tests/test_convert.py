@@ -13,7 +13,7 @@ from huggingface_hub import DatasetCard
 
 from convert import conversion
 from convert.push import main, parse_args
-from reghead import EXPRESSIONS, FEATURES, RegHead, ReleaseError, split_of
+from reghead import EXPRESSIONS, FEATURES, RegHead, split_of
 from reghead_release.sample import write_sample_release
 
 REPO = Path(__file__).resolve().parent.parent

@@ -6,7 +6,6 @@ The ``hub`` and ``api`` fixtures (and the ``hub_env`` helper they use) live in `
 from __future__ import annotations
 
 import io
-import socket
 import threading
 from pathlib import Path
 
