@@ -85,6 +85,13 @@ def test_rows_equal_the_tar_members(releases, resolution):
         )
 
 
+def test_prepare_with_two_processes(releases):
+    builder = RegHead(config_name="512", data_dir=str(releases[512].root))
+    builder.download_and_prepare(num_proc=2)
+    keys = [key for split in builder.as_dataset().values() for key in split["sample_key"]]
+    assert sorted(keys) == sorted(releases[512].keys)
+
+
 def test_images_decode_at_the_release_resolution(releases):
     ds = prepare(config_name="1024", data_dir=str(releases[1024].root))
     assert ds["train"][0]["frown"].size == (1024, 1024)
