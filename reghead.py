@@ -24,7 +24,7 @@ from datasets.utils import tqdm as hf_tqdm
 from datasets.utils.info_utils import VerificationMode
 
 from reghead_release.errors import Problems, ReleaseError, logger
-from reghead_release.grid import expression_grid, expression_pairs
+from reghead_release.grid import expression_grid, expression_pairs, expression_pairs_batch
 from reghead_release.reader import read_shard_rows
 from reghead_release.http import download
 from reghead_release.release import (
@@ -62,6 +62,7 @@ __all__ = [
     "ReleaseError",
     "expression_grid",
     "expression_pairs",
+    "expression_pairs_batch",
     "parse_identity",
     "split_of",
 ]
