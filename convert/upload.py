@@ -14,6 +14,7 @@ from pathlib import Path
 
 from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, constants
 from huggingface_hub.errors import HfHubHTTPError
+from datasets.utils import tqdm as hf_tqdm
 from huggingface_hub.utils import build_hf_headers, get_session
 
 from reghead_release.errors import logger
@@ -143,7 +144,11 @@ def _push_changes(api: HfApi, folder: Path, repo_id: str, revision: str | None, 
         if hasattr(entry, "blob_id")
     }
     files = local_files(folder)
-    changed = [path for path, local in files.items() if path not in remote or not _same_content(remote[path], local)]
+    changed = [
+        path
+        for path, local in hf_tqdm(files.items(), desc="Comparing with the Hub", unit=" files")
+        if path not in remote or not _same_content(remote[path], local)
+    ]
     result.unchanged = len(files) - len(changed)
     stale = [path for path in remote if path.split("/")[0] in HUB_LAYOUT_DIRS and path not in files]
     # Data first, one commit per top folder, then the card: the card never points at missing files.

@@ -257,6 +257,7 @@ def write_sample_release(
     `"gnu"` or `"ustar"` (long member names need one of the first two).
     """
     import webdataset
+    from datasets.utils import tqdm as hf_tqdm
 
     if layout not in LAYOUTS:
         raise ValueError(f"layout={layout!r}, expected one of {LAYOUTS}")
@@ -269,6 +270,7 @@ def write_sample_release(
         raise ValueError(f"images_dir={str(images_dir)!r} holds no folder with all 10 expressions")
 
     keys, shard_paths = [], []
+    bar = hf_tqdm(total=len(names), unit=" identities", desc=f"Writing a {resolution} sample release")
     for first in range(0, len(names), samples_per_shard):
         path = shard_dir / shard_name(resolution, len(shard_paths))
         with open(path, "wb") as raw:
@@ -285,8 +287,10 @@ def write_sample_release(
                         sample[f"{expression}.jpg"] = _jpeg(draw_head(identity, expression, resolution))
                 writer.write(sample)
                 keys.append(key)
+                bar.update(1)
             writer.close()
         shard_paths.append(path)
+    bar.close()
     write_release_assets(root, resolution=resolution, shard_paths=shard_paths, extracted=extracted)
     return SampleRelease(root, resolution, tuple(keys), tuple(shard_paths))
 
