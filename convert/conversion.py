@@ -95,6 +95,7 @@ class ShardRecord:
     config: str
     shard: str
     sha256: str | None
+    verified: bool
     parts: dict[str, list[Part]]
     keys: list[str]
     stats: dict[str, SplitStats]
@@ -102,7 +103,7 @@ class ShardRecord:
 
     def to_json(self) -> str:
         data = {
-            **{name: getattr(self, name) for name in ("version", "config", "shard", "sha256", "keys", "problems")},
+            **{name: getattr(self, name) for name in ("version", "config", "shard", "sha256", "verified", "keys", "problems")},
             "parts": {split: [asdict(part) for part in parts] for split, parts in self.parts.items()},
             "stats": {split: stats.to_json() for split, stats in self.stats.items()},
         }
@@ -116,6 +117,7 @@ class ShardRecord:
             config=data["config"],
             shard=data["shard"],
             sha256=data["sha256"],
+            verified=data["verified"],
             parts={split: [Part(**part) for part in parts] for split, parts in data["parts"].items()},
             keys=data["keys"],
             stats={split: SplitStats.from_json(stats) for split, stats in data["stats"].items()},
@@ -129,7 +131,7 @@ def finished_record(job: ShardJob) -> ShardRecord | None:
         record = ShardRecord.load(job.record_path)
     except (FileNotFoundError, ValueError, KeyError, TypeError):
         return None
-    if record.version != RECORD_VERSION or record.sha256 != job.shard.sha256:
+    if record.version != RECORD_VERSION or record.sha256 != job.shard.sha256 or (job.verify and not record.verified):
         return None
     for parts in record.parts.values():
         for part in parts:
@@ -185,7 +187,9 @@ def run_job(job: ShardJob, progress: Callable[[int], None] | None = None) -> Sha
         raise
     if progress and unreported:
         progress(unreported)
-    record = ShardRecord(RECORD_VERSION, job.config, job.shard.name, job.shard.sha256, parts, keys, stats, problems.summary())
+    record = ShardRecord(
+        RECORD_VERSION, job.config, job.shard.name, job.shard.sha256, job.verify, parts, keys, stats, problems.summary()
+    )
     tmp = job.record_path.with_suffix(TMP_SUFFIX)
     tmp.write_text(record.to_json())
     os.replace(tmp, job.record_path)  # the record is the job's commit point
