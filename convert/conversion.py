@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import fcntl
 import json
-import multiprocessing
 import os
 import shutil
-import signal
-import sys
 import threading
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
 from collections import Counter
 from collections.abc import Callable
@@ -141,7 +139,9 @@ def finished_record(job: ShardJob) -> ShardRecord | None:
     return record
 
 
-def run_job(job: ShardJob, progress: Callable[[int], None] | None = None) -> ShardRecord:
+def run_job(
+    job: ShardJob, progress: Callable[[int], None] | None = None, stop: threading.Event | None = None
+) -> ShardRecord:
     """Convert one shard into parquet parts per split, then record that it is done."""
     if job.folder.exists():
         shutil.rmtree(job.folder)  # what an interrupted run left: never trusted
@@ -168,6 +168,8 @@ def run_job(job: ShardJob, progress: Callable[[int], None] | None = None) -> Sha
                 problems=problems,
             )
             for row in rows:
+                if stop is not None and stop.is_set():
+                    raise Cancelled(job.shard.name)
                 split = split_of(row["sample_key"])
                 writer = writers[split]
                 writer.add(row)
@@ -198,30 +200,17 @@ def run_job(job: ShardJob, progress: Callable[[int], None] | None = None) -> Sha
 
 # --- running the jobs --------------------------------------------------------------------------
 
-_progress_queue = None
 
-
-def _init_worker(queue) -> None:
-    global _progress_queue
-    _progress_queue = queue
-    _die_with_parent()
-
-
-def _die_with_parent() -> None:
-    """A worker whose run was killed (SIGKILL) must not go on writing beside the next run."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        PR_SET_PDEATHSIG = 1
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-
-
-def _run_job_in_worker(job: ShardJob) -> ShardRecord:
-    return run_job(job, progress=_progress_queue.put)
+class Cancelled(Exception):
+    """Raised inside a job when another job failed or the run was interrupted."""
 
 
 def run_jobs(jobs: list[ShardJob], *, num_proc: int, progress: Callable[[int], None]) -> list[ShardRecord]:
-    """Run the jobs that are not done yet, `num_proc` at a time; records come back in job order."""
+    """Run the jobs that are not done yet, `num_proc` at a time; records come back in job order.
+
+    Jobs run in threads: hashing, copying into Arrow and writing parquet release the GIL, so
+    threads use the cores without a second interpreter's start-up and memory.
+    """
     records: dict[int, ShardRecord] = {}
     todo = []
     for position, job in enumerate(jobs):
@@ -235,24 +224,24 @@ def run_jobs(jobs: list[ShardJob], *, num_proc: int, progress: Callable[[int], N
         for position in todo:
             records[position] = run_job(jobs[position], progress)
     elif todo:
-        context = multiprocessing.get_context("spawn")
-        queue = context.Queue()
-        drain = threading.Thread(target=_drain, args=(queue, progress), daemon=True)
-        drain.start()
-        try:
-            with context.Pool(min(num_proc, len(todo)), initializer=_init_worker, initargs=(queue,)) as pool:
-                results = pool.imap(_run_job_in_worker, [jobs[position] for position in todo])
-                for position, record in zip(todo, results):
-                    records[position] = record
-        finally:
-            queue.put(None)
-            drain.join()
+        lock = threading.Lock()
+        stop = threading.Event()
+
+        def report(amount: int) -> None:
+            with lock:
+                progress(amount)
+
+        with ThreadPoolExecutor(max_workers=min(num_proc, len(todo)), thread_name_prefix="reghead-job") as pool:
+            futures = {pool.submit(run_job, jobs[position], report, stop): position for position in todo}
+            try:
+                for future in as_completed(futures):
+                    records[futures[future]] = future.result()
+            except BaseException:
+                stop.set()  # the first failure (or Ctrl-C) stops the other jobs within a row
+                for future in futures:
+                    future.cancel()
+                raise
     return [records[position] for position in range(len(jobs))]
-
-
-def _drain(queue, progress: Callable[[int], None]) -> None:
-    while (amount := queue.get()) is not None:
-        progress(amount)
 
 
 # --- publishing --------------------------------------------------------------------------------

@@ -61,7 +61,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--token", help="Hub token (default: HF_TOKEN or the token saved by `hf auth login`)")
     parser.add_argument("--commit-message", default="Upload RegHead", help="message of the Hub commits")
     parser.add_argument("--gated", action="store_true", help="add the gated-access prompt and fields to the card")
-    parser.add_argument("--num-proc", type=int, default=os.cpu_count() or 1, help="shards converted at once (default: all cores)")
+    parser.add_argument("--num-proc", type=int, default=os.cpu_count() or 1, help="shards converted at once, in threads (default: all cores)")
     parser.add_argument("--no-verify", action="store_true", help="do not check shards against SHA256SUMS")
     parser.add_argument("--lenient", action="store_true", help="skip bad samples with a warning instead of stopping")
     parser.add_argument(
