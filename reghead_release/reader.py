@@ -12,7 +12,9 @@ import hashlib
 import io
 import json
 import os
+import queue
 import tarfile
+import threading
 from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
@@ -33,6 +35,36 @@ REGULAR_TYPES = (tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.CONTTYPE)
 VERIFY_HINT = "Download the shard again; to read it anyway, pass verify_checksums=False"
 
 
+class BackgroundSha256:
+    """SHA-256 computed in a thread of its own, so that hashing overlaps with making rows.
+
+    hashlib releases the GIL on large updates: on two cores, verifying a shard costs almost no
+    wall time. The queue is bounded, so a slow hash holds the reader back instead of memory.
+    """
+
+    def __init__(self, depth: int = 64):
+        self._hash = hashlib.sha256()
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._thread = threading.Thread(target=self._run, name="reghead-sha256", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (data := self._queue.get()) is not None:
+            self._hash.update(data)
+
+    def update(self, data: bytes) -> None:
+        self._queue.put(data)
+
+    def hexdigest(self) -> str:
+        self.close()
+        return self._hash.hexdigest()
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+
+
 class ShardStream:
     """A forward-only view of a shard's bytes that counts, hashes and skips them.
 
@@ -45,7 +77,7 @@ class ShardStream:
         self.file = file
         self.offset = 0
         self.members = 0
-        self.hash = hashlib.sha256() if verify else None
+        self.hash = BackgroundSha256() if verify else None
         self.can_seek = not verify and _seekable(raw)
         self.size = _known_size(raw)
 
@@ -334,18 +366,19 @@ def read_shard_rows(
     problems = problems if problems is not None else Problems()
     seen = seen if seen is not None else {}
     stream = ShardStream(raw, file=file, verify=expected_sha256 is not None)
-    for sample in iter_samples(stream, keep=keep, seen=seen, problems=problems):
-        row = build_row(sample, file=file, problems=problems)
-        if row is not None:
-            yield row
-    if stream.members == 0:
-        raise ReleaseError("the shard holds no samples", file=file, hint="Download the shard again")
-    if expected_sha256 is not None:
-        actual = stream.finish()
-        if actual != expected_sha256:
-            raise ReleaseError(
-                f"SHA-256 mismatch: SHA256SUMS expects {expected_sha256}, the shard has {actual}",
-                file=file,
-                hint=VERIFY_HINT,
-            )
+    try:
+        for sample in iter_samples(stream, keep=keep, seen=seen, problems=problems):
+            row = build_row(sample, file=file, problems=problems)
+            if row is not None:
+                yield row
+        if stream.members == 0:
+            raise ReleaseError("the shard holds no samples", file=file, hint="Download the shard again")
+        actual = stream.finish() if expected_sha256 is not None else None
+    finally:
+        if stream.hash is not None:
+            stream.hash.close()  # also when the caller stops early: no thread is left waiting
+    if actual != expected_sha256:
+        raise ReleaseError(
+            f"SHA-256 mismatch: SHA256SUMS expects {expected_sha256}, the shard has {actual}", file=file, hint=VERIFY_HINT
+        )
 
