@@ -115,7 +115,7 @@ def preview_grid_png(result: ConfigResult, out_dir: Path) -> bytes:
     batch = next(pq.ParquetFile(first_file).iter_batches(batch_size=PREVIEW_IDENTITIES))
     image = expression_grid(batch.to_pylist(), thumb=128)
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG", optimize=True)
+    image.save(buffer, format="PNG")  # optimize=True took longer (0.7 s) than all the rest, for 2% fewer bytes
     return buffer.getvalue()
 
 

@@ -33,7 +33,7 @@ WORK_DIR = ".reghead-work"
 RECORD_VERSION = 1
 # Image bytes one job may hold in row groups being gathered, all splits together: bounds memory
 # whatever the shard size (the fullest split writes its row group early when it is reached).
-JOB_BUFFER_BYTES = 128 * 2**20
+JOB_BUFFER_BYTES = 48 * 2**20
 PROGRESS_EVERY_BYTES = 4 * 2**20
 
 

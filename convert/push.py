@@ -20,6 +20,7 @@ if __package__ in (None, ""):  # run as a script: make the repository's modules 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     __package__ = "convert"
 
+import pyarrow as pa  # noqa: E402
 from datasets.utils import tqdm as hf_tqdm  # noqa: E402
 from datasets.utils.logging import disable_progress_bar  # noqa: E402
 
@@ -139,6 +140,8 @@ def summary(results, seconds: float, out_dir: Path) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # Arrow's default allocator keeps freed row groups mapped; the system one gives them back.
+    pa.set_memory_pool(pa.system_memory_pool())
     if args.quiet:
         disable_progress_bar()
     try:
