@@ -784,7 +784,7 @@ def render(meta: dict, releases: list[Release], fig: Figures, targets: list[Targ
         "`download_and_prepare()`, baseline 4, and both iterations use their defaults (one process)."
     )
     add(
-        "- Memory: the whole process tree (the contender and all its descendants, e.g. the converter's worker pool) is sampled every "
+        "- Memory: the whole process tree (the contender and all its descendants, e.g. baseline 2's worker processes) is sampled every "
         "50 ms from `/proc`; *peak tree RSS* is the largest sum of the tree's resident set sizes (`/proc/<pid>/statm`), *peak tree PSS* "
         "the same with proportional set sizes (`/proc/<pid>/smaps_rollup`, shared pages split between the processes that map them). "
         "*Largest process* is the highest per-process high-water mark (`VmHWM` in `/proc/<pid>/status`, kept by the kernel)."
