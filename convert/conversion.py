@@ -171,10 +171,9 @@ def run_job(
                 if stop is not None and stop.is_set():
                     raise Cancelled(job.shard.name)
                 split = split_of(row["sample_key"])
-                writer = writers[split]
-                writer.add(row)
-                keys.append(row["sample_key"])
                 size = row_image_bytes(row)
+                writers[split].add(row, size)
+                keys.append(row["sample_key"])
                 stats[split].add_row(row, size)
                 if sum(w.buffered_bytes for w in writers.values()) > JOB_BUFFER_BYTES:
                     max(writers.values(), key=lambda w: w.buffered_bytes).flush_row_group()

@@ -116,8 +116,8 @@ class SplitParquetWriter:
     def buffered_bytes(self) -> int:
         return self._group_bytes + self._rows_bytes
 
-    def add(self, row: dict) -> None:
-        size = row_image_bytes(row)
+    def add(self, row: dict, size: int) -> None:
+        """Buffer a row whose images take `size` bytes (`row_image_bytes`)."""
         if self.buffered_bytes and self.buffered_bytes + size > self.row_group_bytes:
             self.flush_row_group()
         self._rows.append(row)

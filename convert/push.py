@@ -25,7 +25,6 @@ from datasets.utils import tqdm as hf_tqdm  # noqa: E402
 from datasets.utils.logging import disable_progress_bar  # noqa: E402
 
 from reghead_release.errors import ReleaseError  # noqa: E402
-from reghead_release.release import Shard  # noqa: E402
 from reghead_release.sample import write_sample_release  # noqa: E402
 from reghead_release.schema import RESOLUTIONS  # noqa: E402
 
@@ -105,7 +104,7 @@ def _convert_locked(args: argparse.Namespace, out_dir: Path) -> tuple[list, floa
     started = time.perf_counter()
     jobs = plan_jobs(releases, out_dir, verify=not args.no_verify, strict=not args.lenient)
     all_jobs = [job for config in sorted(jobs, key=int) for job in jobs[config]]
-    total = sum(_size(job.shard) for job in all_jobs)
+    total = sum(job.shard.size for job in all_jobs)  # local shards: sizes read from the disk
     with hf_tqdm(total=total, unit="B", unit_scale=True, desc=f"Converting {'+'.join(sorted(jobs, key=int))} to parquet") as bar:
         records = run_jobs(all_jobs, num_proc=args.num_proc, progress=bar.update)
         bar.update(max(0, total - bar.n))
@@ -117,10 +116,6 @@ def _convert_locked(args: argparse.Namespace, out_dir: Path) -> tuple[list, floa
         position += count
     write_card(results, out_dir, repo_id=args.repo_id or DEMO_REPO_ID, gated=args.gated)
     return results, time.perf_counter() - started
-
-
-def _size(shard: Shard) -> int:
-    return shard.size or os.path.getsize(shard.location)
 
 
 def summary(results, seconds: float, out_dir: Path) -> str:

@@ -82,8 +82,7 @@ class ShardStream:
         self.size = _known_size(raw)
 
     def read(self, size: int, *, what: str = "a member") -> bytes:
-        if self.size is not None and self.offset + size > self.size:
-            self._truncated(self.size - self.offset, size, what)
+        self._require(size, what)
         data = self.raw.read(size)
         if len(data) < size:
             data = self._read_rest(data, size, what)
@@ -103,6 +102,11 @@ class ShardStream:
             got += len(chunk)
         return b"".join(chunks)
 
+    def _require(self, size: int, what: str) -> None:
+        """Refuse, before reading or seeking, `size` bytes that a file of known size does not have."""
+        if self.size is not None and self.offset + size > self.size:
+            self._truncated(self.size - self.offset, size, what)
+
     def _truncated(self, available: int, size: int, what: str):
         raise ReleaseError(
             f"the shard is truncated: it ends at byte {self.offset + available}, inside {what} "
@@ -113,8 +117,7 @@ class ShardStream:
 
     def skip(self, size: int, *, what: str = "a member") -> None:
         if self.can_seek:
-            if self.size is not None and self.offset + size > self.size:
-                self._truncated(self.size - self.offset, size, what)
+            self._require(size, what)
             self.raw.seek(size, 1)
             self.offset += size
             return

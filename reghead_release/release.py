@@ -53,7 +53,6 @@ class ReleaseIndex:
 
     sha256: dict[str, str]  # shard file name -> hex digest
     sizes: dict[str, int] = field(default_factory=dict)
-    num_samples: int | None = None
 
     def shard_names(self) -> list[str]:
         return sorted(self.sha256)
@@ -163,15 +162,11 @@ def build_index(contents: dict[str, bytes], *, origin: str) -> ReleaseIndex:
                 f"the manifest lists shards that SHA256SUMS does not: {unlisted}", file=manifest_file, hint=DOWNLOAD_HINT
             )
         sizes = {name: size for name, size in listed.items() if size is not None}
-    num_samples = None
-    if SAMPLES_MEMBER in contents:
-        lines = _decode(contents[SAMPLES_MEMBER], file=f"{origin}/{SAMPLES_MEMBER}").splitlines()
-        num_samples = sum(1 for line in lines if line.strip())
-    return ReleaseIndex(sha256=sha256, sizes=sizes, num_samples=num_samples)
+    return ReleaseIndex(sha256=sha256, sizes=sizes)
 
 
-# Which members each `.tar.gz` asset holds.
-ASSET_MEMBERS = {CHECKSUMS_ASSET: (SHA256SUMS_MEMBER,), METADATA_ASSET: (MANIFEST_MEMBER, SAMPLES_MEMBER)}
+# The members of each `.tar.gz` asset that the index is built from.
+ASSET_MEMBERS = {CHECKSUMS_ASSET: (SHA256SUMS_MEMBER,), METADATA_ASSET: (MANIFEST_MEMBER,)}
 
 
 def read_assets(assets: dict, *, origin: str) -> ReleaseIndex:
