@@ -1,12 +1,13 @@
 """Reading and writing the upstream RegHead release (WebDataset shards plus metadata assets).
 
 `reghead.py` (the `datasets` builder) and `convert/` (the Hub converter) both read releases
-through this package only: `release` finds the shards, `reader` turns them into rows, `schema`
-holds the vocabulary, `sample` writes small releases for tests, the demo and the benchmarks.
+through this package only: `release` finds the shards, `tar` reads their members, `reader` turns
+them into records and rows, `schema` holds the vocabulary, `sample` writes small releases for
+tests, the demo and the benchmarks.
 """
 
 from .errors import Problems, ReleaseError
-from .reader import read_shard_rows
+from .reader import Record, read_shard_records, read_shard_rows, record_to_row
 from .release import Shard, base_url_for, locate_local_release
 from .schema import EXPRESSIONS, FEATURES, SPLITS, Identity, parse_identity, split_of
 
@@ -16,11 +17,14 @@ __all__ = [
     "SPLITS",
     "Identity",
     "Problems",
+    "Record",
     "ReleaseError",
     "Shard",
     "base_url_for",
     "locate_local_release",
     "parse_identity",
+    "read_shard_records",
     "read_shard_rows",
+    "record_to_row",
     "split_of",
 ]
