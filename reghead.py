@@ -26,7 +26,7 @@ from datasets.utils.info_utils import VerificationMode
 from reghead_release.errors import Problems, ReleaseError, logger
 from reghead_release.grid import expression_grid, expression_pairs, expression_pairs_batch
 from reghead_release.reader import read_shard_rows
-from reghead_release.http import download
+from reghead_release.http import download, redact
 from reghead_release.release import (
     base_url_for,
     check_resolution,
@@ -168,16 +168,19 @@ class RegHead(datasets.GeneratorBasedBuilder):
             return locate_local_release(self.config.data_dir, resolution)
         base_url = base_url_for(resolution, self.config.base_url)
         index = read_remote_index(base_url)
-        check_resolution(index, resolution, origin=base_url)
+        check_resolution(index, resolution, origin=redact(base_url))
         shards = remote_shards(index, base_url)
         if isinstance(dl_manager, StreamingDownloadManager):
             return shards
-        # Downloaded once into the builder's downloads folder, resumed and retried by HttpFile.
+        # Downloaded once into the builder's downloads folder, resumed and retried by HttpFile,
+        # verified against SHA256SUMS before it takes its final name (see `download`).
         folder = Path(dl_manager.download_config.cache_dir) / "reghead" / release_tag(resolution)
         total = sum(shard.size or 0 for shard in shards) or None
         with hf_tqdm(total=total, unit="B", unit_scale=True, desc=f"Downloading {release_tag(resolution)}") as bar:
             return [
-                replace(shard, location=str(download(shard.location, folder / shard.name, what=shard.name, progress=bar.update)))
+                replace(shard, location=str(download(
+                    shard.location, folder / shard.name, what=shard.name, sha256=shard.sha256, size=shard.size, progress=bar.update
+                )))
                 for shard in shards
             ]
 
@@ -201,7 +204,7 @@ class RegHead(datasets.GeneratorBasedBuilder):
             return split_of(key) == split
 
         for shard in shards:
-            with open_shard(shard.location, what=shard.name) as raw:
+            with open_shard(shard.location, what=shard.name, size=shard.size) as raw:
                 rows = read_shard_rows(
                     raw,
                     file=shard.name,

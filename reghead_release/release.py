@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ReleaseError, logger
-from .http import HttpFile, is_url
+from .http import HttpFile, is_url, redact
 from .schema import release_tag
 
 DEFAULT_BASE_URL = "https://github.com/snap-research/RegHead/releases/download"
@@ -255,17 +255,23 @@ def remote_shards(index: ReleaseIndex, base_url: str) -> list[Shard]:
     ]
 
 
-def open_shard(location: str, *, what: str | None = None):
-    """Open a shard (local path or http(s) URL) for reading, buffered for large sequential reads."""
+def open_shard(location: str, *, what: str | None = None, size: int | None = None):
+    """Open a shard (local path or http(s) URL) for reading, buffered for large sequential reads.
+
+    `size` (the manifest's, when known) lets a URL refuse a response of another size.
+    """
     if is_url(location):
-        return io.BufferedReader(HttpFile(location, what=what), buffer_size=1 << 20)
+        return io.BufferedReader(HttpFile(location, what=what, size=size), buffer_size=1 << 20)
     return open(location, "rb", buffering=1 << 16)
 
 
 def read_remote_index(base_url: str) -> ReleaseIndex:
-    """The index of a release published at `base_url`, from its two `.tar.gz` assets."""
+    """The index of a release published at `base_url`, from its two `.tar.gz` assets.
+
+    Messages name the assets by `redact(base_url)`: never a mirror's credentials.
+    """
     assets = {}
     for name in ASSET_MEMBERS:
         with HttpFile(f"{base_url}/{name}", what=name) as f:
             assets[name] = io.BytesIO(f.readall())
-    return read_assets(assets, origin=base_url)
+    return read_assets(assets, origin=redact(base_url))
