@@ -51,7 +51,8 @@ def front_matter(results: list[ConfigResult], *, gated: bool) -> str:
     for result in results:
         splits = result.splits()
         configs[result.config] = {
-            "data_files": [{"split": split, "path": f"{result.config}/{split}-*"} for split in splits],
+            # Exact files, never a glob: files beside the card that it does not name are never read.
+            "data_files": [{"split": split, "path": result.files[split]} for split in splits],
             **({"default": True} if result.config == DEFAULT_CONFIG else {}),
         }
         split_dict = SplitDict(

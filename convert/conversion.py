@@ -1,18 +1,44 @@
-"""Release shards to the Hub's parquet layout: one job per shard, resumable, published last.
+"""Release shards to the Hub's parquet layout: one job per shard, resumable, published all at once.
 
 Each shard is read once by the project's reader (verified against SHA256SUMS in the same pass)
 and its rows go to the parquet writer of their split. A job writes into a hidden work folder
-(`<out>/.reghead-work/`) and ends by writing a small JSON record of what it produced; a re-run
-skips every shard that has one. When all shards are done, the parts are put in place under the
-Hub's names, `<config>/<split>-NNNNN-of-NNNNN.parquet`, each renamed into place whole, and the
-work folder is removed once the dataset card (written last, by the caller) is there.
+(`<out>/.reghead-work/`) and ends by writing a small JSON record of what it produced, with the
+settings that shaped it (strict or lenient, verified or not, the reader's version, the file and
+row group sizes); a re-run skips every shard that has a record made with the same settings.
+
+Publishing is all or nothing for a reader of the folder: at every instant, `load_dataset(out,
+config)` reads either the dataset that was there before or the new one. The design:
+
+- The card names its data files exactly (no globs), so files beside it that it does not name are
+  never read.
+- A published file is named `<config>/<split>-NNNNN-of-NNNNN-<tag>.parquet`, where the tag is a
+  digest of what made it (the shards' hashes, the settings, the reader's version, the parts). A
+  name the old card uses therefore holds the same bytes the new run would put there: new files
+  are written beside the old ones without ever changing a file the old card names.
+- The converter keeps its own record, `<out>/.reghead-published.json`: per config, the files,
+  statistics and sizes it published (what the card renders), and every file it made in the folder.
+  It removes and publishes only files in that record: a user's own files are never touched, even
+  under a name like `512/train-extra-analysis.parquet`.
+- The steps (`publish`): (1) add the files about to be made to the record, so a kill leaves
+  nothing unaccounted for; (2) put each new parquet file in place, each in one rename; (3) write
+  the card (the preview image, then `README.md` in one rename): this switches readers from the
+  old dataset to the new one; (4) record the published configs; (5) remove the files of the record
+  that nothing names any more, then record that. A kill before (3) leaves the old card and its
+  files; after it, the new card and its files; the next run finishes the cleanup.
+- Configs of an earlier run that this run does not produce are kept and described from the
+  record (the card gets one `ConfigResult` per config in the folder); their files are removed
+  only when they are gone from the record or missing. A folder converted by a version without a
+  record has its glob card first rewritten to name its files exactly, and those files (the Hub
+  names the card matched) are then treated as made by the converter.
 """
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
+import re
 import shutil
 import threading
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -22,19 +48,46 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import datasets
+import pyarrow
+
+from reghead_release import reader as _reader, schema as _schema, tar as _tar
 from reghead_release.errors import Problems, ReleaseError, logger
 from reghead_release.reader import read_shard_rows
 from reghead_release.release import Shard, locate_local_release, open_shard
 from reghead_release.schema import ATTRIBUTE_COLUMNS, FEATURES, SPLITS, split_of
 
+from . import parquet as _parquet
 from .parquet import FILE_BYTES, ROW_GROUP_BYTES, TMP_SUFFIX, Part, SplitParquetWriter, row_image_bytes
 
 WORK_DIR = ".reghead-work"
-RECORD_VERSION = 1
+PUBLISHED_RECORD = ".reghead-published.json"  # the converter's record of what it made in <out>
+CARD_PATH = "README.md"
+RECORD_VERSION = 2
+PUBLISHED_VERSION = 1
+# The names the converter gives published files, with or without the tag of older versions.
+PUBLISHED_NAME = re.compile(r"^(?P<config>\d+)/(?P<split>[a-z]+)-\d{5}-of-\d{5}(-[0-9a-f]{8})?\.parquet$")
 # Image bytes one job may hold in row groups being gathered, all splits together: bounds memory
 # whatever the shard size (the fullest split writes its row group early when it is reached).
 JOB_BUFFER_BYTES = 48 * 2**20
 PROGRESS_EVERY_BYTES = 4 * 2**20
+
+
+def reader_version() -> str:
+    """A digest of the code and libraries that turn a shard into parquet bytes.
+
+    A finished shard is reused only by a run of the same version: any change to the reader, the
+    tar layer, the schema, the parquet writer or this module, or to pyarrow or datasets, redoes it.
+    """
+    digest = hashlib.sha256()
+    for module in (_tar, _reader, _schema, _parquet):
+        digest.update(Path(module.__file__).read_bytes())
+    digest.update(Path(__file__).read_bytes())
+    digest.update(f"pyarrow {pyarrow.__version__} datasets {datasets.__version__}".encode())
+    return digest.hexdigest()[:16]
+
+
+READER_VERSION = reader_version()
 
 
 @dataclass(frozen=True)
@@ -54,6 +107,10 @@ class ShardJob:
     @property
     def record_path(self) -> Path:
         return self.folder.with_suffix(".json")
+
+    @property
+    def layout(self) -> list[int]:
+        return [self.row_group_bytes, self.file_bytes]
 
 
 @dataclass
@@ -87,7 +144,8 @@ class SplitStats:
 
 @dataclass
 class ShardRecord:
-    """The JSON record a finished job leaves: its parts, keys and statistics per split."""
+    """The JSON record a finished job leaves: its parts, keys and statistics per split, and the
+    settings that made them (`strict`, `verified`, the `reader` version, the `layout` sizes)."""
 
     version: int
     config: str
@@ -98,10 +156,15 @@ class ShardRecord:
     keys: list[str]
     stats: dict[str, SplitStats]
     problems: str
+    strict: bool = True
+    reader: str = READER_VERSION
+    layout: list[int] = field(default_factory=lambda: [ROW_GROUP_BYTES, FILE_BYTES])
+
+    SETTINGS = ("version", "config", "shard", "sha256", "verified", "keys", "problems", "strict", "reader", "layout")
 
     def to_json(self) -> str:
         data = {
-            **{name: getattr(self, name) for name in ("version", "config", "shard", "sha256", "verified", "keys", "problems")},
+            **{name: getattr(self, name) for name in self.SETTINGS},
             "parts": {split: [asdict(part) for part in parts] for split, parts in self.parts.items()},
             "stats": {split: stats.to_json() for split, stats in self.stats.items()},
         }
@@ -120,16 +183,32 @@ class ShardRecord:
             keys=data["keys"],
             stats={split: SplitStats.from_json(stats) for split, stats in data["stats"].items()},
             problems=data["problems"],
+            strict=data["strict"],
+            reader=data["reader"],
+            layout=data["layout"],
         )
 
 
 def finished_record(job: ShardJob) -> ShardRecord | None:
-    """The record of an earlier run of this job, if it finished on the same shard bytes."""
+    """The record of an earlier run of this job, if it finished on the same shard bytes with the same settings.
+
+    Same strictness (a lenient run's output lacks the samples a strict run must stop on), same
+    reader version and sizes; a verified record serves a run with or without verification (the
+    bytes are the same), an unverified one only a run without.
+    """
     try:
         record = ShardRecord.load(job.record_path)
     except (FileNotFoundError, ValueError, KeyError, TypeError):
         return None
-    if record.version != RECORD_VERSION or record.sha256 != job.shard.sha256 or (job.verify and not record.verified):
+    same_settings = (
+        record.version == RECORD_VERSION
+        and record.sha256 == job.shard.sha256
+        and record.strict == job.strict
+        and record.reader == READER_VERSION
+        and record.layout == job.layout
+        and (record.verified or not job.verify)
+    )
+    if not same_settings:
         return None
     for parts in record.parts.values():
         for part in parts:
@@ -189,8 +268,10 @@ def run_job(
     if progress and unreported:
         progress(unreported)
     record = ShardRecord(
-        RECORD_VERSION, job.config, job.shard.name, job.shard.sha256, job.verify, parts, keys, stats, problems.summary()
+        RECORD_VERSION, job.config, job.shard.name, job.shard.sha256, job.verify, parts, keys, stats, problems.summary(),
+        strict=job.strict, reader=READER_VERSION, layout=job.layout,
     )
+    job.record_path.parent.mkdir(parents=True, exist_ok=True)  # a shard whose samples were all skipped made no part
     tmp = job.record_path.with_suffix(TMP_SUFFIX)
     tmp.write_text(record.to_json())
     os.replace(tmp, job.record_path)  # the record is the job's commit point
@@ -258,6 +339,64 @@ class ConfigResult:
     def splits(self) -> list[str]:
         return [split for split in SPLITS if self.stats[split].rows]
 
+    def all_files(self) -> list[str]:
+        return [name for split in SPLITS for name in self.files.get(split, [])]
+
+    def to_json(self) -> dict:
+        return {
+            "config": self.config,
+            "files": self.files,
+            "stats": {split: stats.to_json() for split, stats in self.stats.items()},
+            "num_bytes": self.num_bytes,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> "ConfigResult":
+        stats = {split: SplitStats.from_json(value) for split, value in data["stats"].items()}
+        return cls(data["config"], data["files"], stats, data["num_bytes"])
+
+
+@dataclass
+class Published:
+    """The converter's own record in the output folder (`.reghead-published.json`).
+
+    `configs`: what the card describes, per config. `made`: every file the converter made in the
+    folder and has not removed yet (data files, the card, its images), relative paths. Only these
+    files are ever removed or pushed.
+    """
+
+    configs: dict[str, ConfigResult] = field(default_factory=dict)
+    made: set[str] = field(default_factory=set)
+
+    @classmethod
+    def load(cls, out_dir: Path) -> "Published | None":
+        """The record, or None when the folder has none (never converted, or by an older version)."""
+        try:
+            data = json.loads((out_dir / PUBLISHED_RECORD).read_text())
+            if data["version"] != PUBLISHED_VERSION:
+                raise ValueError(data["version"])
+            configs = {item["config"]: ConfigResult.from_json(item) for item in data["configs"]}
+            return cls(configs, set(data["made"]))
+        except FileNotFoundError:
+            return None
+        except (ValueError, KeyError, TypeError) as error:
+            raise ReleaseError(
+                f"the converter's record of this folder is damaged ({error!r})",
+                file=str(out_dir / PUBLISHED_RECORD),
+                hint="Convert into a new output folder, or remove the record and the converted files",
+            ) from None
+
+    def save(self, out_dir: Path) -> None:
+        data = {
+            "version": PUBLISHED_VERSION,
+            "configs": [self.configs[config].to_json() for config in sorted(self.configs, key=int)],
+            "made": sorted(self.made),
+        }
+        path = out_dir / PUBLISHED_RECORD
+        tmp = path.with_name(path.name + TMP_SUFFIX)
+        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+        os.replace(tmp, path)
+
 
 def check_unique_keys(records: list[ShardRecord]) -> None:
     owner: dict[str, str] = {}
@@ -275,6 +414,7 @@ def check_unique_keys(records: list[ShardRecord]) -> None:
 
 def _put_in_place(source: Path, target: Path) -> None:
     """Give `target` the content of `source` in one rename, so it is never seen half-written."""
+    target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(target.name + TMP_SUFFIX)
     tmp.unlink(missing_ok=True)
     try:
@@ -284,29 +424,136 @@ def _put_in_place(source: Path, target: Path) -> None:
     os.replace(tmp, target)
 
 
-def publish_config(config: str, jobs: list[ShardJob], records: list[ShardRecord], out_dir: Path) -> ConfigResult:
-    """Put a config's parts in place as `<config>/<split>-NNNNN-of-NNNNN.parquet`."""
+def _split_tag(config: str, split: str, records: list[ShardRecord]) -> str:
+    """8 hex digits naming what made a split's files: the same tag means the same bytes."""
+    made_of = [
+        [record.shard, record.sha256, record.strict, record.reader, record.layout, [asdict(part) for part in record.parts[split]]]
+        for record in records
+    ]
+    return hashlib.sha256(json.dumps([config, split, made_of]).encode()).hexdigest()[:8]
+
+
+def plan_config(config: str, jobs: list[ShardJob], records: list[ShardRecord]) -> tuple[ConfigResult, list[tuple[Path, str]]]:
+    """A config's result and its placements [(work part, name in the output folder)]; nothing is written."""
     check_unique_keys(records)
-    folder = out_dir / config
-    folder.mkdir(parents=True, exist_ok=True)
-    files, num_bytes, stats = {}, {}, {}
+    files, num_bytes, stats, placements = {}, {}, {}, []
     for split in SPLITS:
-        sources = [job.folder / part.name for job, record in zip(jobs, records) for part in record.parts[split]]
-        names = [f"{split}-{i:05d}-of-{len(sources):05d}.parquet" for i in range(len(sources))]
-        for source, name in zip(sources, names):
-            _put_in_place(source, folder / name)
-        for stale in folder.glob(f"{split}-*.parquet"):
-            if stale.name not in names:
-                stale.unlink()
-        files[split] = [f"{config}/{name}" for name in names]
-        num_bytes[split] = sum((folder / name).stat().st_size for name in names)
+        parts = [(job.folder / part.name, part) for job, record in zip(jobs, records) for part in record.parts[split]]
+        tag = _split_tag(config, split, records)
+        names = [f"{config}/{split}-{i:05d}-of-{len(parts):05d}-{tag}.parquet" for i in range(len(parts))]
+        placements += [(source, name) for (source, _), name in zip(parts, names)]
+        files[split] = names
+        num_bytes[split] = sum(part.size for _, part in parts)
         stats[split] = SplitStats()
         for record in records:
             stats[split].merge(record.stats[split])
+    if not any(stats[split].rows for split in SPLITS):
+        problems = "; ".join(f"{record.shard}: {record.problems}" for record in records)
+        raise ReleaseError(
+            f"no sample of the {config} release could be read ({problems})",
+            file=jobs[0].shard.name if jobs else config,
+            hint="Every sample was skipped: download the release again",
+        )
     for record in records:
         if record.problems != "no problems":
             logger.warning("%s %s: %s", config, record.shard, record.problems)
-    return ConfigResult(config, files, stats, num_bytes)
+    return ConfigResult(config, files, stats, num_bytes), placements
+
+
+def publish_config(config: str, jobs: list[ShardJob], records: list[ShardRecord], out_dir: Path) -> ConfigResult:
+    """Put one config's files in place (no card, no record): for tools that publish by themselves."""
+    result, placements = plan_config(config, jobs, records)
+    for source, name in placements:
+        _put_in_place(source, out_dir / name)
+    return result
+
+
+# Called with the name of each step of `publish` before it is done (tests stop publishing there).
+PUBLISH_HOOK: Callable[[str], None] | None = None
+
+
+def _step(name: str) -> None:
+    if PUBLISH_HOOK is not None:
+        PUBLISH_HOOK(name)
+
+
+def publish(
+    out_dir: Path,
+    produced: dict[str, tuple[list[ShardJob], list[ShardRecord]]],
+    *,
+    write_card: Callable[[list[ConfigResult]], None],
+    card_files: tuple[str, ...] = (CARD_PATH,),
+) -> list[ConfigResult]:
+    """Publish the configs `produced` ({config: (jobs, records)}) beside what the folder holds.
+
+    Returns every config the card now describes: those produced, and those of earlier runs that
+    are still complete in the folder. See the module docstring for the steps and why a reader of
+    the folder sees either the old dataset or the new one at every instant.
+    """
+    before = Published.load(out_dir)
+    if before is None:
+        before = _adopt_older_conversion(out_dir)
+    new, placements = {}, []
+    for config, (jobs, records) in produced.items():
+        new[config], moves = plan_config(config, jobs, records)
+        placements += moves
+    kept = {
+        config: result
+        for config, result in before.configs.items()
+        if config not in new and all((out_dir / name).is_file() for name in result.all_files())
+    }
+    configs = {**kept, **new}
+    results = [configs[config] for config in sorted(configs, key=int)]
+    wanted = {name for result in results for name in result.all_files()} | set(card_files)
+
+    _step("record the files to make")
+    Published(before.configs, before.made | wanted).save(out_dir)
+    for source, name in placements:
+        _step(f"place {name}")
+        _put_in_place(source, out_dir / name)
+    _step("write the card")
+    write_card(results)
+    _step("record the published configs")
+    Published(configs, before.made | wanted).save(out_dir)
+    for name in sorted(before.made - wanted):
+        _step(f"remove {name}")
+        (out_dir / name).unlink(missing_ok=True)
+    _step("record the files left")
+    Published(configs, wanted).save(out_dir)
+    return results
+
+
+def _adopt_older_conversion(out_dir: Path) -> Published:
+    """The record of a folder converted by a version that kept none: its card, pinned to its files.
+
+    Such a card names its data files by globs (`512/train-*`), which would also match the new
+    files put beside them; it is rewritten first (in one rename) to name the files it matches
+    today. Those files, under the converter's names, are taken as made by the converter.
+    """
+    card_path = out_dir / CARD_PATH
+    if not card_path.is_file():
+        return Published()
+    from huggingface_hub import DatasetCard
+
+    card = DatasetCard.load(card_path)
+    made = {CARD_PATH}
+    for config in card.data.get("configs") or []:
+        for entry in config.get("data_files") or []:
+            patterns = entry["path"] if isinstance(entry.get("path"), list) else [entry.get("path")]
+            matched = sorted(
+                name
+                for pattern in patterns
+                if isinstance(pattern, str)
+                for name in (path.relative_to(out_dir).as_posix() for path in out_dir.glob(pattern))
+                if PUBLISHED_NAME.match(name)
+            )
+            entry["path"] = matched
+            made.update(matched)
+    _step("pin the older card")
+    tmp = card_path.with_name(card_path.name + TMP_SUFFIX)
+    card.save(tmp)
+    os.replace(tmp, card_path)
+    return Published({}, made)
 
 
 def plan_jobs(releases: dict[str, str], out_dir: Path, *, verify: bool, strict: bool, **sizes) -> dict[str, list[ShardJob]]:
@@ -337,4 +584,5 @@ def exclusive_output(out_dir: Path):
 
 
 def remove_work_dir(out_dir: Path) -> None:
+    """Remove the work folder: only the converter's files are in it."""
     shutil.rmtree(out_dir / WORK_DIR, ignore_errors=True)

@@ -28,8 +28,8 @@ from reghead_release.errors import ReleaseError  # noqa: E402
 from reghead_release.sample import write_sample_release  # noqa: E402
 from reghead_release.schema import RESOLUTIONS  # noqa: E402
 
-from .card import write_card  # noqa: E402
-from .conversion import WORK_DIR, exclusive_output, plan_jobs, publish_config, remove_work_dir, run_jobs  # noqa: E402
+from .card import PREVIEW_PATH, write_card  # noqa: E402
+from .conversion import CARD_PATH, WORK_DIR, exclusive_output, plan_jobs, publish, remove_work_dir, run_jobs  # noqa: E402
 from .upload import PushError, push_folder  # noqa: E402
 
 DEFAULT_OUTPUT = "reghead"
@@ -108,13 +108,18 @@ def _convert_locked(args: argparse.Namespace, out_dir: Path) -> tuple[list, floa
     with hf_tqdm(total=total, unit="B", unit_scale=True, desc=f"Converting {'+'.join(sorted(jobs, key=int))} to parquet") as bar:
         records = run_jobs(all_jobs, num_proc=args.num_proc, progress=bar.update)
         bar.update(max(0, total - bar.n))
-    results = []
+    produced = {}
     position = 0
     for config in sorted(jobs, key=int):
         count = len(jobs[config])
-        results.append(publish_config(config, jobs[config], records[position : position + count], out_dir))
+        produced[config] = (jobs[config], records[position : position + count])
         position += count
-    write_card(results, out_dir, repo_id=args.repo_id or DEMO_REPO_ID, gated=args.gated)
+    results = publish(
+        out_dir,
+        produced,
+        write_card=lambda results: write_card(results, out_dir, repo_id=args.repo_id or DEMO_REPO_ID, gated=args.gated),
+        card_files=(CARD_PATH, PREVIEW_PATH),
+    )
     return results, time.perf_counter() - started
 
 
@@ -131,6 +136,13 @@ def summary(results, seconds: float, out_dir: Path) -> str:
     size = sum(r.num_bytes[s] for r in results for s in r.splits())
     lines.append(f"  total: {rows:,} rows, {files} parquet files, {size / 2**20:,.1f} MiB")
     return "\n".join(lines)
+
+
+def os_error_line(error: OSError, out_dir: Path) -> str:
+    """One line for a failed write: what failed and where (the file, or else the output folder)."""
+    path = error.filename or out_dir
+    reason = error.strerror or str(error)
+    return f"cannot write {str(path)!r}: {reason}. Fix it and run the same command again: finished shards are kept."
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -166,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     except OSError as error:  # a full disk, a folder without write access: not a bug to trace
-        print(f"error: {error}. Fix it and run the same command again: finished shards are kept.", file=sys.stderr)
+        print(f"error: {os_error_line(error, Path(args.output_dir))}", file=sys.stderr)
         return 1
     return 0
 

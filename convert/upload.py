@@ -19,7 +19,8 @@ from huggingface_hub.utils import build_hf_headers, get_session
 
 from reghead_release.errors import logger
 
-from .conversion import WORK_DIR
+from .card import PREVIEW_PATH
+from .conversion import CARD_PATH, PUBLISHED_NAME, Published
 
 REPO_TYPE = "dataset"
 MAX_COMMIT_ATTEMPTS = 3
@@ -43,13 +44,22 @@ class PushResult:
 
 
 def local_files(folder: Path) -> dict[str, Path]:
-    """{path in repo: local path} of a converted folder, work files and temporaries left out."""
-    files = {}
-    for path in sorted(folder.rglob("*")):
-        relative = path.relative_to(folder).as_posix()
-        if path.is_file() and not relative.startswith(WORK_DIR) and not path.name.endswith(".tmp"):
-            files[relative] = path
-    return files
+    """{path in repo: local path}: the dataset's files only, never anything else in the folder.
+
+    They are the files the converter's record says it made (the configs' parquet files, the card
+    and its images); a folder without a record (converted by an older version) sends its card,
+    its preview and the parquet files under the converter's names. A `.env` or `notes.txt` beside
+    them is never sent.
+    """
+    published = Published.load(folder)
+    if published is not None:
+        names = published.made
+    else:
+        names = {CARD_PATH, PREVIEW_PATH} | {
+            path.relative_to(folder).as_posix() for path in folder.glob("*/*.parquet")
+            if PUBLISHED_NAME.match(path.relative_to(folder).as_posix())
+        }
+    return {name: folder / name for name in sorted(names) if (folder / name).is_file()}
 
 
 def _sha256(path: Path) -> str:

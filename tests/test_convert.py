@@ -42,8 +42,9 @@ def test_hub_layout(converted):
     assert {n.split("/")[0] for n in parquet} == {"512", "1024"}
     for name in parquet:
         config, file = name.split("/")
-        split, index, of, total = file.removesuffix(".parquet").split("-")
+        split, index, of, total, tag = file.removesuffix(".parquet").split("-")
         assert split in ("train", "validation", "test") and of == "of" and len(index) == len(total) == 5
+        assert len(tag) == 8 and int(tag, 16) >= 0  # what made the file: the same tag, the same bytes
         assert int(index) < int(total) == sum(1 for n in parquet if n.startswith(f"{config}/{split}-"))
     assert not (converted / conversion.WORK_DIR).exists()
 
