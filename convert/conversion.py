@@ -417,6 +417,8 @@ def _put_in_place(source: Path, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(target.name + TMP_SUFFIX)
     tmp.unlink(missing_ok=True)
+    if target.exists() and os.path.samefile(source, target):
+        return  # put in place by an interrupted run (and a rename between two links does nothing)
     try:
         os.link(source, tmp)
     except OSError:
@@ -518,6 +520,7 @@ def publish(
     for name in sorted(before.made - wanted):
         _step(f"remove {name}")
         (out_dir / name).unlink(missing_ok=True)
+        (out_dir / (name + TMP_SUFFIX)).unlink(missing_ok=True)  # what a kill mid-rename left
     _step("record the files left")
     Published(configs, wanted).save(out_dir)
     return results
