@@ -135,6 +135,7 @@ class HttpFile(io.RawIOBase):
         self._network_seconds = 0.0
         self._window_seconds = 0.0
         self._window_bytes = 0
+        self._slow_windows = 0
         self._open_at(0)
 
     # --- io.RawIOBase ---
@@ -183,10 +184,7 @@ class HttpFile(io.RawIOBase):
                         return b""
                     if self._head:
                         return self.read(size)
-                started = time.monotonic()
-                # read1: one socket read at most, so a drip cannot keep one call waiting forever
-                data = self._response.read1(size)
-                self._count(time.monotonic() - started, len(data))
+                data = self._receive(size)
                 if not data and self.size is not None and self.position < self.size:
                     raise http.client.IncompleteRead(b"", self.size - self.position)
                 self.position += len(data)
@@ -197,6 +195,28 @@ class HttpFile(io.RawIOBase):
                 self._close_response()
                 self._wait(attempt, f"reading at byte {self.position} failed ({error})")
         raise AssertionError("unreachable")
+
+    def _receive(self, size: int) -> bytes:
+        """Up to `size` bytes from the open response, checking the rate and deadline after each socket read.
+
+        `read1` does one socket read at most, so a drip cannot keep one call waiting forever. When
+        the connection fails after some bytes came, they are returned and the next read resumes.
+        """
+        pieces, got = [], 0
+        try:
+            while got < size:
+                started = time.monotonic()
+                data = self._response.read1(size - got)
+                self._count(time.monotonic() - started, len(data))
+                if not data:
+                    break
+                pieces.append(data)
+                got += len(data)
+        except _TRANSIENT:
+            if not got:
+                raise
+            self._close_response()
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
     def readall(self) -> bytes:
         chunks = []
@@ -218,8 +238,19 @@ class HttpFile(io.RawIOBase):
         if self._window_seconds >= RATE_WINDOW_SECONDS:
             rate = self._window_bytes / self._window_seconds
             self._window_seconds, self._window_bytes = 0.0, 0
-            if rate < MIN_RATE:
-                raise TooSlow(f"the transfer ran at {rate:.0f} bytes/s, under the minimum of {MIN_RATE:.0f} (REGHEAD_HTTP_MIN_RATE)")
+            if rate >= MIN_RATE:
+                self._slow_windows = 0
+                return
+            # Counted across reads: a drip that gives a few bytes per attempt still ends.
+            self._slow_windows += 1
+            reason = f"the transfer ran at {rate:.0f} bytes/s, under the minimum of {MIN_RATE:.0f} (REGHEAD_HTTP_MIN_RATE)"
+            if self._slow_windows >= self.attempts:
+                raise ReleaseError(
+                    f"{self.shown}: {reason}; gave up after {self.attempts} attempts",
+                    file=self.what,
+                    hint="Check the network or the server; set REGHEAD_HTTP_MIN_RATE lower to be more patient",
+                )
+            raise TooSlow(reason)
 
     def _check_deadline(self, wait: float = 0.0) -> None:
         if self._network_seconds + wait > DEADLINE_SECONDS:
@@ -234,7 +265,7 @@ class HttpFile(io.RawIOBase):
     def _wait(self, attempt: int, reason: str, retry_after: float | None = None) -> None:
         if attempt >= self.attempts:
             raise ReleaseError(
-                f"{self.shown}: {reason}; gave up after {self.attempts} attempts",
+                f"{self.shown}: {redact_text(reason)}; gave up after {self.attempts} attempts",
                 file=self.what,
                 hint="Check the network or the server; set REGHEAD_HTTP_ATTEMPTS or REGHEAD_HTTP_TIMEOUT to be more patient",
             )

@@ -83,6 +83,16 @@ def test_drip_is_dropped_retried_then_reported(site, monkeypatch):
     assert time.monotonic() - started < 30  # it ends: two windows, not the whole drip
 
 
+def test_a_drip_that_gives_some_bytes_each_time_still_ends(site, release, monkeypatch):
+    monkeypatch.setattr(reghead_http, "MAX_ATTEMPTS", 3)
+    shard = release.shard_paths[0].name
+    site.fail_next(shard, Fault(drip=(200, 0.02)), times=20)  # 10 kB/s, resumed each time from further on
+    started = time.monotonic()
+    with pytest.raises(ReleaseError, match=rf"{shard}.*under the minimum of 20000 \(REGHEAD_HTTP_MIN_RATE\); gave up after 3 attempts"):
+        list(RegHead(config_name="512", base_url=site.url).as_streaming_dataset(split="train"))
+    assert time.monotonic() - started < 30
+
+
 def test_drip_once_is_resumed_from_where_it_was(site, release):
     shard = release.shard_paths[1].name
     site.fail_next(shard, Fault(drip=(200, 0.02)))
