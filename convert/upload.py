@@ -160,7 +160,8 @@ def _push_changes(api: HfApi, folder: Path, repo_id: str, revision: str | None, 
         if path not in remote or not _same_content(remote[path], local)
     ]
     result.unchanged = len(files) - len(changed)
-    stale = [path for path in remote if path.split("/")[0] in HUB_LAYOUT_DIRS and path not in files]
+    # Only files under the converter's names: a file someone added to the repo by hand stays.
+    stale = [path for path in remote if (PUBLISHED_NAME.match(path) or path == PREVIEW_PATH) and path not in files]
     # Data first, one commit per top folder, then the card: the card never points at missing files.
     batches: list[tuple[list[str], list[str]]] = []
     for top in HUB_LAYOUT_DIRS:

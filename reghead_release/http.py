@@ -479,10 +479,14 @@ def download(url: str, target: Path, *, what: str, sha256: str | None = None, si
 def _download_once(url: str, partial: Path, *, what: str, size: int | None, progress) -> str:
     """Download to `partial` from scratch; returns the SHA-256 of what was written."""
     digest = hashlib.sha256()
-    with HttpFile(url, what=what, size=size) as source, open(partial, "wb") as sink:
-        while chunk := source.read(CHUNK):
-            sink.write(chunk)
-            digest.update(chunk)
-            if progress is not None:
-                progress(len(chunk))
+    try:
+        with HttpFile(url, what=what, size=size) as source, open(partial, "wb") as sink:
+            while chunk := source.read(CHUNK):
+                sink.write(chunk)
+                digest.update(chunk)
+                if progress is not None:
+                    progress(len(chunk))
+    except BaseException:
+        partial.unlink(missing_ok=True)  # a next run starts from scratch: no space kept for nothing
+        raise
     return digest.hexdigest()

@@ -190,6 +190,12 @@ def test_user_files_are_neither_removed_nor_pushed(old_and_new, tmp_path, hub):
     from huggingface_hub import HfApi
 
     assert set(HfApi().list_repo_files("alice/reghead", repo_type="dataset")) == set(files) | {".gitattributes"}
+    HfApi(token=ALICE_TOKEN).upload_file(path_or_fileobj=b"added by hand", path_in_repo="512/notes-by-hand.txt", repo_id="alice/reghead", repo_type="dataset")
+    assert convert(out, f"512={old_and_new['old'].root}") == 0
+    result = push_folder(out, repo_id="alice/reghead", token=ALICE_TOKEN)
+    assert result.deleted and all(name.endswith(".parquet") for name in result.deleted)
+    remote = set(HfApi().list_repo_files("alice/reghead", repo_type="dataset"))
+    assert remote == set(local_files(out)) | {".gitattributes", "512/notes-by-hand.txt"}
 
 
 # --- reusing finished shards -------------------------------------------------------------------
