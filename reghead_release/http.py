@@ -276,7 +276,9 @@ class HttpFile(io.RawIOBase):
         self._network_seconds += delay
 
     def _open_at(self, position: int) -> None:
-        for attempt in range(1, self.attempts + 1):
+        attempt = 0
+        while True:
+            attempt += 1
             location = self._signed or self.url
             request = urllib.request.Request(location, headers={"User-Agent": USER_AGENT})
             if self._authorization and location == self.url:
@@ -299,6 +301,7 @@ class HttpFile(io.RawIOBase):
                 if self._signed is not None and error.code in EXPIRED_STATUSES:
                     logger.info("%s: the signed URL it redirected to has expired; asking for a fresh one", self.shown)
                     self._signed = None
+                    attempt -= 1  # not a failure of the server: the next request gets a fresh one
                     continue
                 if error.code in RETRY_STATUSES:
                     self._wait(attempt, f"the server answered HTTP {error.code}", _retry_after(error.headers))
@@ -317,7 +320,6 @@ class HttpFile(io.RawIOBase):
                 self._wait(attempt, str(error))
             except _TRANSIENT as error:
                 self._wait(attempt, f"no response ({error})")
-        raise AssertionError("unreachable")
 
     def _accept(self, response, position: int) -> None:
         """Take `response` as the asset from `position` on, or close it and raise NotTheAsset."""
