@@ -22,10 +22,10 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from reghead_release.errors import Problems, ReleaseError, logger
+from reghead_release.errors import Problems, ReleaseError
 from reghead_release.reader import read_shard_rows
-from reghead_release.release import Shard, locate_local_release, open_shard
-from reghead_release.schema import ATTRIBUTE_COLUMNS, FEATURES, SPLITS, split_of
+from reghead_release.release import Shard, open_shard, read_local_release
+from reghead_release.schema import ATTRIBUTE_COLUMNS, FEATURES, SPLITS, Vocabulary, split_of
 
 from .parquet import FILE_BYTES, ROW_GROUP_BYTES, TMP_SUFFIX, Part, SplitParquetWriter, row_image_bytes
 
@@ -46,6 +46,7 @@ class ShardJob:
     strict: bool = True
     row_group_bytes: int = ROW_GROUP_BYTES
     file_bytes: int = FILE_BYTES
+    vocabulary: Vocabulary | None = field(default=None, compare=False, repr=False)  # the release's, for identity names
 
     @property
     def folder(self) -> Path:
@@ -166,6 +167,8 @@ def run_job(
                 file=job.shard.name,
                 expected_sha256=job.shard.sha256 if job.verify else None,
                 problems=problems,
+                resolution=int(job.config),
+                vocabulary=job.vocabulary,
             )
             for row in rows:
                 if stop is not None and stop.is_set():
@@ -188,6 +191,7 @@ def run_job(
         raise
     if progress and unreported:
         progress(unreported)
+    problems.log_summary(f"{job.config} {job.shard.name}")  # once per shard, at its end
     record = ShardRecord(
         RECORD_VERSION, job.config, job.shard.name, job.shard.sha256, job.verify, parts, keys, stats, problems.summary()
     )
@@ -303,22 +307,18 @@ def publish_config(config: str, jobs: list[ShardJob], records: list[ShardRecord]
         stats[split] = SplitStats()
         for record in records:
             stats[split].merge(record.stats[split])
-    for record in records:
-        if record.problems != "no problems":
-            logger.warning("%s %s: %s", config, record.shard, record.problems)
     return ConfigResult(config, files, stats, num_bytes)
 
 
 def plan_jobs(releases: dict[str, str], out_dir: Path, *, verify: bool, strict: bool, **sizes) -> dict[str, list[ShardJob]]:
     """{config: jobs} for releases given as {config name: local release folder}."""
     work_dir = str(out_dir / WORK_DIR)
-    return {
-        config: [
-            ShardJob(config, shard, work_dir, verify=verify, strict=strict, **sizes)
-            for shard in locate_local_release(folder, int(config))
-        ]
-        for config, folder in releases.items()
-    }
+    jobs = {}
+    for config, folder in releases.items():
+        index, shards = read_local_release(folder, int(config))
+        vocabulary = index.vocabulary()
+        jobs[config] = [ShardJob(config, shard, work_dir, verify=verify, strict=strict, vocabulary=vocabulary, **sizes) for shard in shards]
+    return jobs
 
 
 @contextmanager
