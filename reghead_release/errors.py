@@ -34,7 +34,7 @@ class ReleaseError(Exception):
         self.file = file
         self.key = key
         self.hint = hint
-        where = ", ".join(part for part in (f"file {file!r}" if file else "", f"sample {key!r}" if key else "") if part)
+        where = ", ".join(part for part in (f"file {file!r}" if file else "", f"sample {shorten(key, 300)}" if key else "") if part)
         text = f"{where}: {message}" if where else message
         if hint:
             text = f"{text}. {hint}"

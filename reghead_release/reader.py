@@ -39,6 +39,7 @@ JPEG_END = b"\xff\xd9"  # the end-of-image marker, the last two bytes of a whole
 JPEG_FRAME_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 JPEG_STANDALONE_MARKERS = frozenset(range(0xD0, 0xD8)) | {0x01}  # RSTn and TEM: no length follows
 JPEG_SCAN_MARKERS = frozenset({0xD9, 0xDA})  # EOI and SOS: past the header
+NAME_CHARS = 300  # member names are quoted whole up to this length (upstream ones are about 150)
 _FIELD_SUFFIXES = tuple(f".{field}" for field in sorted(SAMPLE_FIELDS, key=len, reverse=True))
 
 
@@ -112,7 +113,7 @@ def iter_samples(
     for member in iter_members(stream):
         parts = split_member_name(member.name, current_key=key)
         if parts is None:
-            problems.note("member outside any sample", f"member {member.name!r} has no '.<field>' and is ignored", file=file, key=None)
+            problems.note("member outside any sample", f"member {shorten(member.name, NAME_CHARS)} has no '.<field>' and is ignored", file=file, key=None)
             continue
         member_key, field = parts
         if member_key != key:
@@ -120,13 +121,13 @@ def iter_samples(
                 yield Sample(key, fields)
             key, fields, wanted = member_key, {}, False
             if not is_utf8(member_key):
-                problems.bad_sample("member name not UTF-8", f"member name {member.name!r} is not UTF-8", file=file, key=member_key)
+                problems.bad_sample("member name not UTF-8", f"member name {shorten(member.name, NAME_CHARS)} is not UTF-8", file=file, key=member_key)
                 continue
             if not is_safe_member_name(member.name):
-                problems.bad_sample("unsafe member name", f"member name {member.name!r} is absolute or climbs out with '..'", file=file, key=member_key)
+                problems.bad_sample("unsafe member name", f"member name {shorten(member.name, NAME_CHARS)} is absolute or climbs out with '..'", file=file, key=member_key)
                 continue
             if member_key in seen:
-                problems.bad_sample("duplicate key", f"sample key {member_key!r} was already read in shard {seen[member_key]!r}", file=file, key=member_key)
+                problems.bad_sample("duplicate key", f"sample key {shorten(member_key, NAME_CHARS)} was already read in shard {seen[member_key]!r}", file=file, key=member_key)
                 continue
             seen[member_key] = file
             wanted = keep is None or keep(member_key)
@@ -142,7 +143,7 @@ def iter_samples(
         if member.size > member_limit(field):
             problems.bad_sample(
                 "member too large",
-                f"member {member.name!r} is {member.size:,} bytes, more than the {member_limit(field):,} a {field!r} member may hold",
+                f"member {shorten(member.name, NAME_CHARS)} is {member.size:,} bytes, more than the {member_limit(field):,} a {field!r} member may hold",
                 file=file,
                 key=key,
             )
@@ -190,14 +191,14 @@ def jpeg_size(data) -> tuple[int, int] | str:
 def jpeg_problem(data, *, member: str, resolution: int | None) -> tuple[str, str] | None:
     """(kind, message) when an image member is not a whole JPEG of `resolution` x `resolution`."""
     if data[: len(JPEG_MAGIC)] != JPEG_MAGIC:
-        return "not a JPEG", f"member {member!r} is not a JPEG (it starts with {bytes(data[:8])!r})"
+        return "not a JPEG", f"member {shorten(member, NAME_CHARS)} is not a JPEG (it starts with {bytes(data[:8])!r})"
     if data[-len(JPEG_END) :] != JPEG_END:
-        return "truncated JPEG", f"member {member!r} does not end with the JPEG end-of-image marker FF D9 (it ends with {bytes(data[-8:])!r}): it is cut short or damaged"
+        return "truncated JPEG", f"member {shorten(member, NAME_CHARS)} does not end with the JPEG end-of-image marker FF D9 (it ends with {bytes(data[-8:])!r}): it is cut short or damaged"
     size = jpeg_size(data)
     if isinstance(size, str):
-        return "bad JPEG header", f"member {member!r} has no readable JPEG frame header: {size}"
+        return "bad JPEG header", f"member {shorten(member, NAME_CHARS)} has no readable JPEG frame header: {size}"
     if resolution is not None and size != (resolution, resolution):
-        return "wrong image size", f"member {member!r} is {size[0]}x{size[1]} pixels, not {resolution}x{resolution} as in the {resolution} release"
+        return "wrong image size", f"member {shorten(member, NAME_CHARS)} is {size[0]}x{size[1]} pixels, not {resolution}x{resolution} as in the {resolution} release"
     return None
 
 
@@ -264,18 +265,18 @@ def build_record(
         sample_json = str(json_bytes, "utf-8")
         meta = json.loads(sample_json)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        problems.bad_sample("invalid JSON", f"member {json_member!r} is not valid JSON ({error}): {shorten(json_bytes)}", file=file, key=key)
+        problems.bad_sample("invalid JSON", f"member {shorten(json_member, NAME_CHARS)} is not valid JSON ({error}): {shorten(json_bytes)}", file=file, key=key)
         return None
     except RecursionError:
-        problems.bad_sample("invalid JSON", f"member {json_member!r} is JSON nested too deeply to read: {shorten(json_bytes)}", file=file, key=key)
+        problems.bad_sample("invalid JSON", f"member {shorten(json_member, NAME_CHARS)} is JSON nested too deeply to read: {shorten(json_bytes)}", file=file, key=key)
         return None
     if not isinstance(meta, dict):
-        problems.bad_sample("invalid JSON", f"member {json_member!r} holds {type(meta).__name__}, not an object", file=file, key=key)
+        problems.bad_sample("invalid JSON", f"member {shorten(json_member, NAME_CHARS)} holds {type(meta).__name__}, not an object", file=file, key=key)
         return None
     parsed_key = parse_sample_key(key)
     json_identity = meta.get("identity")
     if parsed_key is None:
-        problems.note("unparsed sample key", f"key {key!r} is not '<8 digits>_<identity>_<8 hex>'; the identity is taken from the JSON", file=file, key=key)
+        problems.note("unparsed sample key", f"key {shorten(key, NAME_CHARS)} is not '<8 digits>_<identity>_<8 hex>'; the identity is taken from the JSON", file=file, key=key)
         identity = json_identity if isinstance(json_identity, str) else key
     else:
         identity = parsed_key.identity
