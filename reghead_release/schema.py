@@ -170,6 +170,7 @@ class Vocabulary:
 
     @classmethod
     def from_identities(cls, names: Iterable[str]) -> "Vocabulary":
+        """The vocabulary of a release from all its identity names (rule 4 of `parse_identity`)."""
         with_article, without = set(), set()
         for name in names:
             split = _split_name(name)
@@ -185,8 +186,8 @@ class Vocabulary:
                     if words in without:
                         bare_accessories.add(words[i:])
         bare_accessories |= {rest for rest, before in followed.items() if len(before) >= BARE_ACCESSORY_EVIDENCE}
-        vocabulary = cls(frozenset(), frozenset(bare_accessories))
-        features = {words for words in with_article if vocabulary._bare_pieces(words, with_article) is None}
+        accessories_only = cls(frozenset(), frozenset(bare_accessories))  # to cut candidates with
+        features = {words for words in with_article if accessories_only._bare_pieces(words, with_article) is None}
         return cls(frozenset(features), frozenset(bare_accessories))
 
     def _tile(self, words: Words) -> list[Words] | None:
