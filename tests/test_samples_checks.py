@@ -392,3 +392,14 @@ def test_converter_summarises_each_shard_job_and_quiet_silences_it(release, tmp_
     with caplog.at_level(logging.WARNING, logger="reghead"):
         assert main([f"--release=512={release.root}", f"--output-dir={tmp_path / 'b'}", "--lenient", "--quiet"]) == 0
     assert reghead_warnings(caplog) == []
+
+
+def test_512_shards_renamed_1024_are_refused(release):
+    renamed = []
+    for path in release.shard_paths:
+        target = path.with_name(path.name.replace("-512-", "-1024-"))
+        path.rename(target)
+        renamed.append(target)
+    write_release_assets(release.root, resolution=1024, shard_paths=renamed)
+    with pytest.raises(ReleaseError, match=r"file 'reghead-v1-1024-000000.tar', sample '00000000_.*' is 512x512 pixels, not 1024x1024 as in the 1024 release"):
+        RegHead(config_name="1024", data_dir=str(release.root)).download_and_prepare()
