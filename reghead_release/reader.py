@@ -134,7 +134,7 @@ def iter_samples(
         if not wanted:
             continue
         if field in fields:
-            problems.bad_sample("duplicate field", f"field {field!r} appears twice in the sample", file=file, key=key)
+            problems.bad_sample("duplicate field", f"field {shorten(field, NAME_CHARS)} appears twice in the sample", file=file, key=key)
             wanted = False
             continue
         if field not in SAMPLE_FIELDS:
