@@ -14,6 +14,7 @@ or stream them, without preparing anything: `RegHead(config_name="1024").as_stre
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -23,15 +24,15 @@ from datasets.download.streaming_download_manager import StreamingDownloadManage
 from datasets.utils import tqdm as hf_tqdm
 from datasets.utils.info_utils import VerificationMode
 
-from reghead_release.errors import Problems, ReleaseError, logger
+from reghead_release.errors import Problems, ReleaseError
 from reghead_release.grid import expression_grid, expression_pairs, expression_pairs_batch
 from reghead_release.reader import read_shard_rows
 from reghead_release.http import download, redact
 from reghead_release.release import (
     base_url_for,
     check_resolution,
-    locate_local_release,
     open_shard,
+    read_local_release,
     read_remote_index,
     remote_shards,
 )
@@ -44,6 +45,7 @@ from reghead_release.schema import (
     SPLITS,
     STYLES,
     Identity,
+    Vocabulary,
     parse_identity,
     release_tag,
     split_of,
@@ -60,6 +62,7 @@ __all__ = [
     "RegHead",
     "RegHeadConfig",
     "ReleaseError",
+    "Vocabulary",
     "expression_grid",
     "expression_pairs",
     "expression_pairs_batch",
@@ -146,7 +149,7 @@ class RegHead(datasets.GeneratorBasedBuilder):
             raise
 
     def _split_generators(self, dl_manager):
-        shards = self._locate_shards(dl_manager)
+        shards, vocabulary = self._locate_shards(dl_manager)
         verify = self.config.verify_checksums and getattr(self, "_verification_mode", None) != VerificationMode.NO_CHECKS
         return [
             datasets.SplitGenerator(
@@ -157,32 +160,37 @@ class RegHead(datasets.GeneratorBasedBuilder):
                     # The train split reads every byte of every shard anyway, so it verifies them;
                     # the other splits then skip the samples they do not keep without reading them.
                     "verify": verify and split == "train",
+                    # the release's own feature and accessory names, from its list of identities
+                    "vocabulary": vocabulary,
                 },
             )
             for split in SPLITS
         ]
 
     def _locate_shards(self, dl_manager):
+        """The release's shards and its vocabulary (`ReleaseIndex.vocabulary`)."""
         resolution = self.config.resolution
         if self.config.data_dir:
-            return locate_local_release(self.config.data_dir, resolution)
+            index, shards = read_local_release(self.config.data_dir, resolution)
+            return shards, index.vocabulary()
         base_url = base_url_for(resolution, self.config.base_url)
         index = read_remote_index(base_url)
         check_resolution(index, resolution, origin=redact(base_url))
         shards = remote_shards(index, base_url)
         if isinstance(dl_manager, StreamingDownloadManager):
-            return shards
+            return shards, index.vocabulary()
         # Downloaded once into the builder's downloads folder, resumed and retried by HttpFile,
         # verified against SHA256SUMS before it takes its final name (see `download`).
         folder = Path(dl_manager.download_config.cache_dir) / "reghead" / release_tag(resolution)
         total = sum(shard.size or 0 for shard in shards) or None
         with hf_tqdm(total=total, unit="B", unit_scale=True, desc=f"Downloading {release_tag(resolution)}") as bar:
-            return [
+            shards = [
                 replace(shard, location=str(download(
                     shard.location, folder / shard.name, what=shard.name, sha256=shard.sha256, size=shard.size, progress=bar.update
                 )))
                 for shard in shards
             ]
+        return shards, index.vocabulary()
 
     def _as_dataset(self, split=datasets.Split.TRAIN, in_memory=False):
         # A small release can leave a split without identities; datasets has no file to read
@@ -193,10 +201,10 @@ class RegHead(datasets.GeneratorBasedBuilder):
             return datasets.Dataset.from_dict(empty, features=self.info.features, info=self.info.copy(), split=str(split))
         return super()._as_dataset(split=split, in_memory=in_memory)
 
-    def _generate_shards(self, shards, split, verify):
+    def _generate_shards(self, shards, split, verify, vocabulary):
         yield from (shard.location for shard in shards)
 
-    def _generate_examples(self, shards, split, verify):
+    def _generate_examples(self, shards, split, verify, vocabulary):
         problems = Problems(strict=self.config.strict)
         seen: dict[str, str] = {}
 
@@ -212,8 +220,11 @@ class RegHead(datasets.GeneratorBasedBuilder):
                     keep=in_split,
                     seen=seen,
                     problems=problems,
+                    resolution=self.config.resolution,
+                    vocabulary=vocabulary,
                 )
                 for position, row in enumerate(rows):
                     yield Key(shard.index, position), row
-        if problems.skipped or problems.noted:
-            logger.warning("RegHead %s %s split: %s", self.config.name, split, problems.summary())
+        # Once per split, at the end; silenced with datasets.logging.set_verbosity_error().
+        if datasets.logging.get_verbosity() <= logging.WARNING:
+            problems.log_summary(f"RegHead {self.config.name} {split} split")

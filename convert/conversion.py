@@ -52,10 +52,10 @@ import datasets
 import pyarrow
 
 from reghead_release import reader as _reader, schema as _schema, tar as _tar
-from reghead_release.errors import Problems, ReleaseError, logger
+from reghead_release.errors import Problems, ReleaseError
 from reghead_release.reader import read_shard_rows
-from reghead_release.release import Shard, locate_local_release, open_shard
-from reghead_release.schema import ATTRIBUTE_COLUMNS, FEATURES, SPLITS, split_of
+from reghead_release.release import Shard, open_shard, read_local_release
+from reghead_release.schema import ATTRIBUTE_COLUMNS, FEATURES, SPLITS, Vocabulary, split_of
 
 from . import parquet as _parquet
 from .parquet import FILE_BYTES, ROW_GROUP_BYTES, TMP_SUFFIX, Part, SplitParquetWriter, row_image_bytes
@@ -99,6 +99,7 @@ class ShardJob:
     strict: bool = True
     row_group_bytes: int = ROW_GROUP_BYTES
     file_bytes: int = FILE_BYTES
+    vocabulary: Vocabulary | None = field(default=None, compare=False, repr=False)  # the release's, for identity names
 
     @property
     def folder(self) -> Path:
@@ -245,6 +246,8 @@ def run_job(
                 file=job.shard.name,
                 expected_sha256=job.shard.sha256 if job.verify else None,
                 problems=problems,
+                resolution=int(job.config),
+                vocabulary=job.vocabulary,
             )
             for row in rows:
                 if stop is not None and stop.is_set():
@@ -267,6 +270,7 @@ def run_job(
         raise
     if progress and unreported:
         progress(unreported)
+    problems.log_summary(f"{job.config} {job.shard.name}")  # once per shard, at its end
     record = ShardRecord(
         RECORD_VERSION, job.config, job.shard.name, job.shard.sha256, job.verify, parts, keys, stats, problems.summary(),
         strict=job.strict, reader=READER_VERSION, layout=job.layout,
@@ -456,9 +460,6 @@ def plan_config(config: str, jobs: list[ShardJob], records: list[ShardRecord]) -
             file=jobs[0].shard.name if jobs else config,
             hint="Every sample was skipped: download the release again",
         )
-    for record in records:
-        if record.problems != "no problems":
-            logger.warning("%s %s: %s", config, record.shard, record.problems)
     return ConfigResult(config, files, stats, num_bytes), placements
 
 
@@ -562,13 +563,12 @@ def _adopt_older_conversion(out_dir: Path) -> Published:
 def plan_jobs(releases: dict[str, str], out_dir: Path, *, verify: bool, strict: bool, **sizes) -> dict[str, list[ShardJob]]:
     """{config: jobs} for releases given as {config name: local release folder}."""
     work_dir = str(out_dir / WORK_DIR)
-    return {
-        config: [
-            ShardJob(config, shard, work_dir, verify=verify, strict=strict, **sizes)
-            for shard in locate_local_release(folder, int(config))
-        ]
-        for config, folder in releases.items()
-    }
+    jobs = {}
+    for config, folder in releases.items():
+        index, shards = read_local_release(folder, int(config))
+        vocabulary = index.vocabulary()
+        jobs[config] = [ShardJob(config, shard, work_dir, verify=verify, strict=strict, vocabulary=vocabulary, **sizes) for shard in shards]
+    return jobs
 
 
 @contextmanager

@@ -11,6 +11,7 @@ that `load_dataset("reghead", "512")` works in the current folder right after.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import time
@@ -24,7 +25,7 @@ import pyarrow as pa  # noqa: E402
 from datasets.utils import tqdm as hf_tqdm  # noqa: E402
 from datasets.utils.logging import disable_progress_bar  # noqa: E402
 
-from reghead_release.errors import ReleaseError  # noqa: E402
+from reghead_release.errors import ReleaseError, logger  # noqa: E402
 from reghead_release.sample import write_sample_release  # noqa: E402
 from reghead_release.schema import RESOLUTIONS  # noqa: E402
 
@@ -149,8 +150,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     # Arrow's default allocator keeps freed row groups mapped; the system one gives them back.
     pa.set_memory_pool(pa.system_memory_pool())
+    level = logger.level
     if args.quiet:
         disable_progress_bar()
+        logger.setLevel(logging.ERROR)  # no summaries of skipped samples and notes
     try:
         results, seconds = convert(args)
         if not args.quiet:
@@ -180,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as error:  # a full disk, a folder without write access: not a bug to trace
         print(f"error: {os_error_line(error, Path(args.output_dir))}", file=sys.stderr)
         return 1
+    finally:
+        logger.setLevel(level)
     return 0
 
 if __name__ == "__main__":

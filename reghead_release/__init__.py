@@ -9,7 +9,7 @@ tests, the demo and the benchmarks.
 from .errors import Problems, ReleaseError
 from .reader import Record, read_shard_records, read_shard_rows, record_to_row
 from .release import Shard, base_url_for, locate_local_release
-from .schema import EXPRESSIONS, FEATURES, SPLITS, Identity, parse_identity, split_of
+from .schema import EXPRESSIONS, FEATURES, SPLITS, Identity, Vocabulary, parse_identity, split_of
 
 __all__ = [
     "EXPRESSIONS",
@@ -20,6 +20,7 @@ __all__ = [
     "Record",
     "ReleaseError",
     "Shard",
+    "Vocabulary",
     "base_url_for",
     "locate_local_release",
     "parse_identity",

@@ -14,24 +14,55 @@ import json
 from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
-from .errors import Problems, ReleaseError
+from .errors import Problems, ReleaseError, shorten
 from .schema import (
     EXPRESSIONS,
     IMAGE_EXTENSION,
     JSON_FIELD,
     SAMPLE_FIELDS,
     Identity,
+    Vocabulary,
     parse_identity,
     parse_sample_key,
 )
 from .tar import JPEG_MAGIC, ShardStream, iter_members
 
 VERIFY_HINT = "Download the shard again; to read it anyway, pass verify_checksums=False"
+# The most a member may hold for its role, checked before it is read: a RegHead image is well
+# under 1 MB at 1024 px, its JSON about 1 KB.
+MAX_IMAGE_BYTES = 32 * 2**20
+MAX_JSON_BYTES = 1 * 2**20
+# Marker segments walked from a JPEG's start to its frame header (PIL writes 4 to 8 before it).
+JPEG_MAX_SEGMENTS = 64
+JPEG_END = b"\xff\xd9"  # the end-of-image marker, the last two bytes of a whole JPEG
+# SOF0..SOF15 hold the frame size; C4 (DHT), C8 (JPG) and CC (DAC) share the range but do not.
+JPEG_FRAME_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+JPEG_STANDALONE_MARKERS = frozenset(range(0xD0, 0xD8)) | {0x01}  # RSTn and TEM: no length follows
+JPEG_SCAN_MARKERS = frozenset({0xD9, 0xDA})  # EOI and SOS: past the header
+NAME_CHARS = 300  # member names are quoted whole up to this length (upstream ones are about 150)
+_FIELD_SUFFIXES = tuple(f".{field}" for field in sorted(SAMPLE_FIELDS, key=len, reverse=True))
 
 
-def split_member_name(name: str) -> tuple[str, str] | None:
-    """WebDataset's split of a member name into (key, field) at the first `.` of its base name."""
+def split_member_name(name: str, *, current_key: str | None = None) -> tuple[str, str] | None:
+    """A member name's (key, field), or None when its base name has no `.<field>`.
+
+    Every reader of shards splits names here, so that they all agree:
+      1. A name ending in `.<field>` for a field a sample is known to have (`SAMPLE_FIELDS`:
+         the ten `<expression>.jpg` and `json`) splits there, so a key may hold dots
+         (`00000002_id002_St._Bernard_..._e1f2a3b4.frown.jpg`).
+      2. Otherwise, a name that continues `current_key` (the sample being read) with `.` keeps
+         that key: an unknown field of a key with dots stays with its sample.
+      3. Otherwise WebDataset's rule: the key ends at the first `.` of the base name.
+    """
     directory, _, base = name.rpartition("/")
+    if base.endswith(_FIELD_SUFFIXES):
+        for suffix in _FIELD_SUFFIXES:
+            if base.endswith(suffix) and len(base) > len(suffix):
+                return name[: -len(suffix)], suffix[1:]
+    if current_key is not None and name.startswith(current_key) and name[len(current_key) : len(current_key) + 1] == ".":
+        field = name[len(current_key) + 1 :]
+        if field and "/" not in field:
+            return current_key, field
     stem, dot, field = base.partition(".")
     if not dot or not stem:
         return None
@@ -39,12 +70,28 @@ def split_member_name(name: str) -> tuple[str, str] | None:
 
 
 def is_safe_member_name(name: str) -> bool:
-    return not (name.startswith("/") or ".." in name.split("/") or "\\" in name or "\0" in name)
+    """Not absolute, not climbing out with `..`. A backslash is an ordinary character in a tar
+    name (and nothing is ever extracted), so a key may hold one."""
+    return not (name.startswith("/") or ".." in name.split("/") or "\0" in name)
+
+
+def is_utf8(name: str) -> bool:
+    """Whether a member name read from a tar (undecodable bytes kept as surrogates) is UTF-8."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def member_limit(field: str) -> int:
+    """The most bytes a member of a known field may hold."""
+    return MAX_JSON_BYTES if field == JSON_FIELD else MAX_IMAGE_BYTES
 
 
 class Sample(NamedTuple):
     key: str
-    fields: dict[str, tuple[str, bytes]]  # field -> (member name, bytes)
+    fields: dict[str, tuple[str, bytes | None]]  # field -> (member name, bytes; None: an unknown field, not read)
 
 
 def iter_samples(
@@ -61,35 +108,98 @@ def iter_samples(
     """
     file = stream.file
     key = None
-    fields: dict[str, tuple[str, bytes]] = {}
+    fields: dict[str, tuple[str, bytes | None]] = {}
     wanted = False
     for member in iter_members(stream):
-        parts = split_member_name(member.name)
+        parts = split_member_name(member.name, current_key=key)
         if parts is None:
-            problems.note("member outside any sample", f"member {member.name!r} has no '.<field>' and is ignored", file=file, key=None)
+            problems.note("member outside any sample", f"member {shorten(member.name, NAME_CHARS)} has no '.<field>' and is ignored", file=file, key=None)
             continue
         member_key, field = parts
         if member_key != key:
             if wanted:
                 yield Sample(key, fields)
             key, fields, wanted = member_key, {}, False
+            if not is_utf8(member_key):
+                problems.bad_sample("member name not UTF-8", f"member name {shorten(member.name, NAME_CHARS)} is not UTF-8", file=file, key=member_key)
+                continue
             if not is_safe_member_name(member.name):
-                problems.bad_sample("unsafe member name", f"member name {member.name!r} is absolute or climbs out with '..'", file=file, key=member_key)
+                problems.bad_sample("unsafe member name", f"member name {shorten(member.name, NAME_CHARS)} is absolute or climbs out with '..'", file=file, key=member_key)
                 continue
             if member_key in seen:
-                problems.bad_sample("duplicate key", f"sample key {member_key!r} was already read in shard {seen[member_key]!r}", file=file, key=member_key)
+                problems.bad_sample("duplicate key", f"sample key {shorten(member_key, NAME_CHARS)} was already read in shard {seen[member_key]!r}", file=file, key=member_key)
                 continue
             seen[member_key] = file
             wanted = keep is None or keep(member_key)
         if not wanted:
             continue
         if field in fields:
-            problems.bad_sample("duplicate field", f"field {field!r} appears twice in the sample", file=file, key=key)
+            problems.bad_sample("duplicate field", f"field {shorten(field, NAME_CHARS)} appears twice in the sample", file=file, key=key)
+            wanted = False
+            continue
+        if field not in SAMPLE_FIELDS:
+            fields[field] = (member.name, None)  # noted by build_record, never read
+            continue
+        if member.size > member_limit(field):
+            problems.bad_sample(
+                "member too large",
+                f"member {shorten(member.name, NAME_CHARS)} is {member.size:,} bytes, more than the {member_limit(field):,} a {field!r} member may hold",
+                file=file,
+                key=key,
+            )
             wanted = False
             continue
         fields[field] = (member.name, stream.read(member.size, what=f"member {member.name!r}"))
     if wanted:
         yield Sample(key, fields)
+
+
+def jpeg_size(data) -> tuple[int, int] | str:
+    """(width, height) from a JPEG's frame header (SOFn), or why it has none, without decoding.
+
+    The marker segments are walked from the start, each `FF <marker> <2-byte length>`, at most
+    `JPEG_MAX_SEGMENTS` of them; `data` is any bytes-like value that starts with `FF D8`.
+    """
+    position = 2
+    for _ in range(JPEG_MAX_SEGMENTS):
+        if position + 4 > len(data):
+            return f"it ends at byte {len(data)}, inside its header"
+        if data[position] != 0xFF:
+            return f"byte {position} is {data[position]:#04x} where a marker should start"
+        marker = data[position + 1]
+        if marker == 0xFF:  # a fill byte before a marker
+            position += 1
+            continue
+        if marker in JPEG_STANDALONE_MARKERS:
+            position += 2
+            continue
+        if marker in JPEG_SCAN_MARKERS:
+            return f"its image data starts at byte {position} before any frame header (SOF)"
+        length = int.from_bytes(data[position + 2 : position + 4], "big")
+        if length < 2:
+            return f"the marker segment at byte {position} has length {length}"
+        if marker in JPEG_FRAME_MARKERS:
+            if position + 9 > len(data):
+                return f"it ends at byte {len(data)}, inside its frame header"
+            height = int.from_bytes(data[position + 5 : position + 7], "big")
+            width = int.from_bytes(data[position + 7 : position + 9], "big")
+            return width, height
+        position += 2 + length
+    return f"no frame header (SOF) in its first {JPEG_MAX_SEGMENTS} marker segments"
+
+
+def jpeg_problem(data, *, member: str, resolution: int | None) -> tuple[str, str] | None:
+    """(kind, message) when an image member is not a whole JPEG of `resolution` x `resolution`."""
+    if data[: len(JPEG_MAGIC)] != JPEG_MAGIC:
+        return "not a JPEG", f"member {shorten(member, NAME_CHARS)} is not a JPEG (it starts with {bytes(data[:8])!r})"
+    if data[-len(JPEG_END) :] != JPEG_END:
+        return "truncated JPEG", f"member {shorten(member, NAME_CHARS)} does not end with the JPEG end-of-image marker FF D9 (it ends with {bytes(data[-8:])!r}): it is cut short or damaged"
+    size = jpeg_size(data)
+    if isinstance(size, str):
+        return "bad JPEG header", f"member {shorten(member, NAME_CHARS)} has no readable JPEG frame header: {size}"
+    if resolution is not None and size != (resolution, resolution):
+        return "wrong image size", f"member {shorten(member, NAME_CHARS)} is {size[0]}x{size[1]} pixels, not {resolution}x{resolution} as in the {resolution} release"
+    return None
 
 
 class Record(NamedTuple):
@@ -121,8 +231,20 @@ def record_to_row(record: Record) -> dict:
     }
 
 
-def build_record(sample: Sample, *, file: str, problems: Problems) -> Record | None:
-    """The checked record of a sample, or None when the sample is bad and `problems` is lenient."""
+def build_record(
+    sample: Sample,
+    *,
+    file: str,
+    problems: Problems,
+    resolution: int | None = None,
+    vocabulary: Vocabulary | None = None,
+) -> Record | None:
+    """The checked record of a sample, or None when the sample is bad and `problems` is lenient.
+
+    Images must be whole JPEGs (start and end markers) of `resolution` x `resolution` pixels,
+    read from their headers, never decoded; with `resolution=None` the size is not compared.
+    The identity name is split with the release's `vocabulary` when given (`parse_identity`).
+    """
     key, fields = sample
     missing = sorted(SAMPLE_FIELDS - fields.keys())
     if missing:
@@ -133,31 +255,35 @@ def build_record(sample: Sample, *, file: str, problems: Problems) -> Record | N
     images = []
     for expression in EXPRESSIONS:
         member_name, data = fields[f"{expression}.{IMAGE_EXTENSION}"]
-        if not data.startswith(JPEG_MAGIC):
-            problems.bad_sample("not a JPEG", f"member {member_name!r} is not a JPEG (it starts with {data[:8]!r})", file=file, key=key)
+        bad = jpeg_problem(data, member=member_name, resolution=resolution)
+        if bad is not None:
+            problems.bad_sample(*bad, file=file, key=key)
             return None
         images.append((member_name.rpartition("/")[2], data))
     json_member, json_bytes = fields[JSON_FIELD]
     try:
-        sample_json = json_bytes.decode("utf-8")
+        sample_json = str(json_bytes, "utf-8")
         meta = json.loads(sample_json)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        problems.bad_sample("invalid JSON", f"member {json_member!r} is not valid JSON ({error}): {json_bytes[:80]!r}", file=file, key=key)
+        problems.bad_sample("invalid JSON", f"member {shorten(json_member, NAME_CHARS)} is not valid JSON ({error}): {shorten(json_bytes)}", file=file, key=key)
+        return None
+    except RecursionError:
+        problems.bad_sample("invalid JSON", f"member {shorten(json_member, NAME_CHARS)} is JSON nested too deeply to read: {shorten(json_bytes)}", file=file, key=key)
         return None
     if not isinstance(meta, dict):
-        problems.bad_sample("invalid JSON", f"member {json_member!r} holds {type(meta).__name__}, not an object", file=file, key=key)
+        problems.bad_sample("invalid JSON", f"member {shorten(json_member, NAME_CHARS)} holds {type(meta).__name__}, not an object", file=file, key=key)
         return None
     parsed_key = parse_sample_key(key)
     json_identity = meta.get("identity")
     if parsed_key is None:
-        problems.note("unparsed sample key", f"key {key!r} is not '<8 digits>_<identity>_<8 hex>'; the identity is taken from the JSON", file=file, key=key)
+        problems.note("unparsed sample key", f"key {shorten(key, NAME_CHARS)} is not '<8 digits>_<identity>_<8 hex>'; the identity is taken from the JSON", file=file, key=key)
         identity = json_identity if isinstance(json_identity, str) else key
     else:
         identity = parsed_key.identity
         if json_identity is not None and json_identity != identity:
-            problems.bad_sample("identity mismatch", f"the JSON names identity {json_identity!r} but the key names {identity!r}", file=file, key=key)
+            problems.bad_sample("identity mismatch", f"the JSON names identity {shorten(json_identity, 200)} but the key names {identity!r}", file=file, key=key)
             return None
-    parts = parse_identity(identity)
+    parts = parse_identity(identity, vocabulary)
     if parts.problem:
         problems.note("unparsed identity", parts.problem, file=file, key=key)
     return Record(key, identity, parts, tuple(images), sample_json)
@@ -171,8 +297,15 @@ def read_shard_records(
     keep: Callable[[str], bool] | None = None,
     seen: dict[str, str] | None = None,
     problems: Problems | None = None,
+    resolution: int | None = None,
+    vocabulary: Vocabulary | None = None,
 ) -> Iterator[Record]:
     """The records of one open shard, in tar order, verified against `expected_sha256` when it is given.
+
+    `resolution` (512 or 1024) is the image size every JPEG header must state; `vocabulary`
+    (`Vocabulary.from_identities` over the release's identity names) splits identity names
+    whose accessories have no article. Both are optional: without them, sizes are not compared
+    and names are split by rules 1-3 of `parse_identity`.
 
     The hash is checked when the shard has been read to its end, after its last record was yielded:
     a caller that must not keep records of a damaged shard writes them somewhere temporary first.
@@ -182,7 +315,7 @@ def read_shard_records(
     stream = ShardStream(raw, file=file, verify=expected_sha256 is not None)
     try:
         for sample in iter_samples(stream, keep=keep, seen=seen, problems=problems):
-            record = build_record(sample, file=file, problems=problems)
+            record = build_record(sample, file=file, problems=problems, resolution=resolution, vocabulary=vocabulary)
             if record is not None:
                 yield record
         if stream.members == 0:

@@ -19,9 +19,9 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import ReleaseError, logger
+from .errors import ReleaseError, logger, shorten
 from .http import HttpFile, is_url, redact
-from .schema import release_tag
+from .schema import IDENTITY_PATTERN, Vocabulary, parse_sample_key, release_tag
 
 DEFAULT_BASE_URL = "https://github.com/snap-research/RegHead/releases/download"
 BASE_URL_ENV = "REGHEAD_BASE_URL"
@@ -34,6 +34,11 @@ SHARD_DIR = "data"
 SHARD_NAME_PATTERN = re.compile(r"^reghead-v\d+-(?P<resolution>\d+)-\d+\.tar$")
 SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 DOWNLOAD_HINT = "Download the release again (gh release download <tag>)"
+# The most each asset member may hold, checked before it is read or inflated; the real ones are
+# about 5 KB (SHA256SUMS), 10 KB (the manifest) and 10 MB (one row per identity).
+MAX_MEMBER_BYTES = {SHA256SUMS_MEMBER: 2**20, MANIFEST_MEMBER: 16 * 2**20, SAMPLES_MEMBER: 128 * 2**20}
+# What an asset's other members and tar headers may add to its members' bounds, inflated.
+ASSET_SLACK_BYTES = 4 * 2**20
 
 
 @dataclass(frozen=True)
@@ -53,9 +58,14 @@ class ReleaseIndex:
 
     sha256: dict[str, str]  # shard file name -> hex digest
     sizes: dict[str, int] = field(default_factory=dict)
+    identities: tuple[str, ...] = ()  # every identity name, from webdataset_samples.jsonl when present
 
     def shard_names(self) -> list[str]:
         return sorted(self.sha256)
+
+    def vocabulary(self) -> Vocabulary | None:
+        """The release's own vocabulary of features and accessories, from its identity names (or None)."""
+        return Vocabulary.from_identities(self.identities) if self.identities else None
 
 
 def base_url_for(resolution: int, base_url: str | None = None) -> str:
@@ -71,17 +81,30 @@ def base_url_for(resolution: int, base_url: str | None = None) -> str:
 
 
 def parse_sha256sums(text: str, *, file: str) -> dict[str, str]:
-    """`<sha256>  data/<shard>.tar` lines -> {shard file name: sha256}."""
-    sums = {}
+    """`<sha256>  data/<shard>.tar` lines -> {shard file name: sha256}.
+
+    A shard listed twice with the same hash is taken once; with two different hashes, the
+    file is refused, since either could be the right one.
+    """
+    sums: dict[str, str] = {}
+    lines: dict[str, int] = {}
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         digest, _, path = line.strip().partition(" ")
         name = path.strip().lstrip("*").rpartition("/")[2]
         if not SHA256_PATTERN.match(digest.lower()) or not name:
-            raise ReleaseError(f"line {number} is not '<sha256>  <path>': {line!r}", file=file, hint=DOWNLOAD_HINT)
-        if name.endswith(".tar"):
-            sums[name] = digest.lower()
+            raise ReleaseError(f"line {number} is not '<sha256>  <path>': {shorten(line)}", file=file, hint=DOWNLOAD_HINT)
+        if not name.endswith(".tar"):
+            continue
+        if name in sums and sums[name] != digest.lower():
+            raise ReleaseError(
+                f"shard {shorten(name)} is listed twice with different hashes: {sums[name]} on line {lines[name]}, "
+                f"{digest.lower()} on line {number}",
+                file=file,
+                hint=DOWNLOAD_HINT,
+            )
+        sums[name], lines[name] = digest.lower(), lines.get(name, number)
     if not sums:
         raise ReleaseError("lists no .tar shard", file=file, hint=DOWNLOAD_HINT)
     return sums
@@ -110,21 +133,54 @@ def manifest_shard_sizes(manifest) -> dict[str, int | None]:
     return sizes
 
 
+class _Inflated(io.RawIOBase):
+    """An asset's inflated bytes, refused past `limit`: a small archive that inflates without end stops early."""
+
+    def __init__(self, source, *, limit: int, file: str):
+        super().__init__()
+        self.source, self.limit, self.file, self.count = source, limit, file, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        data = self.source.read(min(len(buffer), self.limit + 1 - self.count))
+        self.count += len(data)
+        if self.count > self.limit:
+            raise ReleaseError(f"the archive inflates to more than {self.limit:,} bytes, far more than a release asset holds", file=self.file, hint=DOWNLOAD_HINT)
+        buffer[: len(data)] = data
+        return len(data)
+
+
+def member_bound(path: str, size: int, *, file: str) -> None:
+    """Refuse an asset member larger than its role allows, before it is read."""
+    limit = MAX_MEMBER_BYTES[path]
+    if size > limit:
+        raise ReleaseError(
+            f"{path} is {size:,} bytes, more than the {limit:,} bytes it may hold", file=file, hint=DOWNLOAD_HINT
+        )
+
+
 def read_tar_gz_members(fileobj, *, file: str, wanted: set[str]) -> dict[str, bytes]:
     """{wanted path: bytes} for the members of a `.tar.gz` asset whose base name matches a wanted path's.
 
-    Nothing is extracted to disk; a damaged archive raises `ReleaseError` naming the asset.
+    Nothing is extracted to disk; a damaged archive raises `ReleaseError` naming the asset, and
+    so do a member larger than `MAX_MEMBER_BYTES` allows (before it is inflated) and an archive
+    that inflates to more than the wanted members' bounds.
     """
     by_base = {path.rpartition("/")[2]: path for path in wanted}
     found = {}
+    limit = sum(MAX_MEMBER_BYTES[path] for path in wanted) + ASSET_SLACK_BYTES
     try:
-        with tarfile.open(fileobj=fileobj, mode="r|gz") as archive:
-            for member in archive:
-                path = by_base.get(member.name.rpartition("/")[2])
-                if path and member.isfile():
-                    found[path] = archive.extractfile(member).read()
+        with gzip.GzipFile(fileobj=fileobj, mode="rb") as inflating:
+            with tarfile.open(fileobj=_Inflated(inflating, limit=limit, file=file), mode="r|") as archive:
+                for member in archive:
+                    path = by_base.get(member.name.rpartition("/")[2])
+                    if path and member.isfile():
+                        member_bound(path, member.size, file=file)
+                        found[path] = archive.extractfile(member).read()
     except (tarfile.TarError, EOFError, OSError, zlib.error, gzip.BadGzipFile) as error:
-        raise ReleaseError(f"the archive is damaged ({error})", file=file, hint=DOWNLOAD_HINT) from None
+        raise ReleaseError(f"the archive is damaged ({shorten(str(error), 200)})", file=file, hint=DOWNLOAD_HINT) from None
     return found
 
 
@@ -135,11 +191,48 @@ def _decode(data: bytes, *, file: str) -> str:
         raise ReleaseError(f"is not UTF-8 text ({error})", file=file, hint=DOWNLOAD_HINT) from None
 
 
-def _load_json(data: bytes, *, file: str):
+def _load_json(data: bytes | str, *, file: str):
+    text = data if isinstance(data, str) else _decode(data, file=file)
     try:
-        return json.loads(_decode(data, file=file))
+        return json.loads(text)
     except json.JSONDecodeError as error:
-        raise ReleaseError(f"is not valid JSON ({error})", file=file, hint=DOWNLOAD_HINT) from None
+        raise ReleaseError(f"is not valid JSON ({error}): {shorten(text)}", file=file, hint=DOWNLOAD_HINT) from None
+    except RecursionError:
+        raise ReleaseError(f"is JSON nested too deeply to read: {shorten(text)}", file=file, hint=DOWNLOAD_HINT) from None
+
+
+def _row_identity(row) -> str | None:
+    """The identity name in one row of `webdataset_samples.jsonl`, whose key names are not published.
+
+    In order: the row's `identity` string; a string value that is an identity name
+    (`id<digits>_...`); the identity inside a string value that is a sample key.
+    """
+    if isinstance(row, str):
+        values = [row]
+    elif isinstance(row, dict):
+        values = [value for value in row.values() if isinstance(value, str)]
+        if isinstance(row.get("identity"), str):
+            return row["identity"]
+    else:
+        return None
+    for value in values:
+        if IDENTITY_PATTERN.match(value):
+            return value
+    for value in values:
+        if (key := parse_sample_key(value)) is not None:
+            return key.identity
+    return None
+
+
+def sample_index_identities(text: str, *, file: str) -> tuple[str, ...]:
+    """Every identity name listed in `webdataset_samples.jsonl` (one JSON row per identity), in order."""
+    identities = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            identity = _row_identity(_load_json(line, file=f"{file}, line {number}"))
+            if identity is not None:
+                identities.append(identity)
+    return tuple(identities)
 
 
 def build_index(contents: dict[str, bytes], *, origin: str) -> ReleaseIndex:
@@ -162,11 +255,15 @@ def build_index(contents: dict[str, bytes], *, origin: str) -> ReleaseIndex:
                 f"the manifest lists shards that SHA256SUMS does not: {unlisted}", file=manifest_file, hint=DOWNLOAD_HINT
             )
         sizes = {name: size for name, size in listed.items() if size is not None}
-    return ReleaseIndex(sha256=sha256, sizes=sizes)
+    identities: tuple[str, ...] = ()
+    if SAMPLES_MEMBER in contents:
+        samples_file = f"{origin}/{SAMPLES_MEMBER}"
+        identities = sample_index_identities(_decode(contents[SAMPLES_MEMBER], file=samples_file), file=samples_file)
+    return ReleaseIndex(sha256=sha256, sizes=sizes, identities=identities)
 
 
 # The members of each `.tar.gz` asset that the index is built from.
-ASSET_MEMBERS = {CHECKSUMS_ASSET: (SHA256SUMS_MEMBER,), METADATA_ASSET: (MANIFEST_MEMBER,)}
+ASSET_MEMBERS = {CHECKSUMS_ASSET: (SHA256SUMS_MEMBER,), METADATA_ASSET: (MANIFEST_MEMBER, SAMPLES_MEMBER)}
 
 
 def read_assets(assets: dict, *, origin: str) -> ReleaseIndex:
@@ -203,6 +300,7 @@ def read_local_index(root: Path) -> ReleaseIndex:
         for member in members:
             path = _first_existing(root / member, root / member.rpartition("/")[2])
             if path is not None:
+                member_bound(member, path.stat().st_size, file=str(path))
                 contents[member] = path.read_bytes()
         missing = {member for member in members if member not in contents}
         if missing and (root / asset).is_file():
@@ -212,7 +310,12 @@ def read_local_index(root: Path) -> ReleaseIndex:
 
 
 def locate_local_release(data_dir: str | os.PathLike, resolution: int) -> list[Shard]:
-    """The shards of a release downloaded to `data_dir`, each checked to exist.
+    """The shards of a release downloaded to `data_dir`, each checked to exist (`read_local_release`)."""
+    return read_local_release(data_dir, resolution)[1]
+
+
+def read_local_release(data_dir: str | os.PathLike, resolution: int) -> tuple[ReleaseIndex, list[Shard]]:
+    """The index and the shards of a release downloaded to `data_dir`, each shard checked to exist.
 
     A shard is looked for in `data_dir/data/` and then in `data_dir/`. A `.tar` file there that
     the release does not list is ignored with a warning.
@@ -244,7 +347,7 @@ def locate_local_release(data_dir: str | os.PathLike, resolution: int) -> list[S
         for extra in sorted(folder.glob("*.tar")) if folder.is_dir() else ():
             if extra.name not in listed:
                 logger.warning("%s is not listed in the release's SHA256SUMS and is ignored", extra)
-    return shards
+    return index, shards
 
 
 def remote_shards(index: ReleaseIndex, base_url: str) -> list[Shard]:
@@ -271,7 +374,18 @@ def read_remote_index(base_url: str) -> ReleaseIndex:
     Messages name the assets by `redact(base_url)`: never a mirror's credentials.
     """
     assets = {}
-    for name in ASSET_MEMBERS:
+    for name, members in ASSET_MEMBERS.items():
         with HttpFile(f"{base_url}/{name}", what=name) as f:
-            assets[name] = io.BytesIO(f.readall())
+            assets[name] = io.BytesIO(read_at_most(f, sum(MAX_MEMBER_BYTES[m] for m in members) + ASSET_SLACK_BYTES, file=redact(f"{base_url}/{name}")))
     return read_assets(assets, origin=redact(base_url))
+
+
+def read_at_most(fileobj, limit: int, *, file: str) -> bytes:
+    """All of a file's bytes, refused (without reading on) once they pass `limit`."""
+    chunks, count = [], 0
+    while chunk := fileobj.read(min(1 << 20, limit + 1 - count)):
+        chunks.append(chunk)
+        count += len(chunk)
+        if count > limit:
+            raise ReleaseError(f"is more than {limit:,} bytes, far more than a release asset holds", file=file, hint=DOWNLOAD_HINT)
+    return b"".join(chunks)

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from .reader import split_member_name
 from .release import (
     CHECKSUMS_ASSET,
     MANIFEST_MEMBER,
@@ -192,13 +193,13 @@ def _write_tar_gz(path: Path, members: dict[str, bytes]) -> None:
 
 
 def _shard_keys(path: Path) -> list[str]:
-    """The sample keys of a shard, in order (WebDataset: the member name up to the first '.')."""
+    """The sample keys of a shard, in order, split from member names as the reader splits them."""
     keys: list[str] = []
     with tarfile.open(path) as archive:
         for name in archive.getnames():
-            key = name.partition(".")[0]
-            if not keys or keys[-1] != key:
-                keys.append(key)
+            parts = split_member_name(name, current_key=keys[-1] if keys else None)
+            if parts is not None and (not keys or keys[-1] != parts[0]):
+                keys.append(parts[0])
     return keys
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import datasets
@@ -95,9 +97,10 @@ class Identity(NamedTuple):
 
 
 _STYLE_TOKENS = [(style, style.split(" ")) for style in STYLES]
+Words = tuple[str, ...]  # the words of a name part, as written between underscores
 
 
-def _words(tokens: list[str]) -> str:
+def _words(tokens) -> str:
     return " ".join(tokens)
 
 
@@ -120,24 +123,18 @@ def _split_at_articles(tokens: list[str]) -> tuple[list[str], list[list[str]]]:
     return head, pieces
 
 
-def parse_identity(name: str) -> Identity:
-    """Split an identity name such as `id000_Polar_Bear_Photorealistic_round_eyes_a_wreath_an_owl_mask`.
+class _Split(NamedTuple):
+    """A name split by rules 1-3 of `parse_identity`, the feature and accessories still as words."""
 
-    Rules, in order:
-      1. The name is `id<digits>_<rest>`; the digits (any number of them) are `index`.
-      2. The style is the anchor: the first of the 4 known styles (`STYLES`, spaces written as
-         `_`) that appears in `<rest>` after at least one word. Words before it are the `animal`.
-      3. After the style, the `feature` runs up to the first word `a` or `an`; each `a`/`an`
-         word starts one accessory. An identity always has one feature, so when nothing stands
-         between the style and the first `a`/`an`, the first piece is the feature.
-      4. Underscores become spaces; hyphens, apostrophes and other punctuation stay.
+    index: int
+    animal: str
+    style: str
+    feature: Words  # empty when nothing stands after the style
+    accessories: tuple[Words, ...]
 
-    It never raises. When a rule cannot be applied, `problem` says which, and the fields it
-    could not determine are None: no `id<digits>_` prefix gives all fields None; no known style
-    gives `index` only; no feature or no accessory after the style leaves that field None or
-    the list empty. More than 2 accessories is returned as split, with a `problem` noting it,
-    since an `a`/`an` inside an accessory name cannot be told apart from the start of another.
-    """
+
+def _split_name(name: str) -> _Split | Identity:
+    """Rules 1-3 of `parse_identity`; an `Identity` with a `problem` when rule 1 or 2 fails."""
     match = IDENTITY_PATTERN.match(name)
     if match is None:
         return Identity(None, None, None, None, [], f"{name!r} does not start with 'id<digits>_'")
@@ -147,20 +144,134 @@ def parse_identity(name: str) -> Identity:
     if found is None:
         return Identity(index, None, None, None, [], f"no known style {list(STYLES)} after the animal in {name!r}")
     start, style, length = found
-    animal = _words(tokens[:start])
     head, pieces = _split_at_articles(tokens[start + length :])
     if not head and pieces:
         head = pieces.pop(0)
-    feature = _words(head) or None
-    accessories = [_words(piece) for piece in pieces]
+    return _Split(index, _words(tokens[:start]), style, tuple(head), tuple(tuple(piece) for piece in pieces))
+
+
+# An article-less accessory needs this many different features before it as evidence, when no
+# name shows it as the only accessory: one feature could be a longer feature that starts alike.
+BARE_ACCESSORY_EVIDENCE = 2
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """What a release's own identity names say about where a facial feature ends.
+
+    `features` are the facial features (as words) and `bare_accessories` the accessories written
+    without `a`/`an` (`sunglasses`, `gold hoop earrings`). Built from every identity name of a
+    release by `from_identities`; `parse_identity(name, vocabulary)` uses it. See
+    `parse_identity` for the rule.
+    """
+
+    features: frozenset[Words] = frozenset()
+    bare_accessories: frozenset[Words] = frozenset()
+
+    @classmethod
+    def from_identities(cls, names: Iterable[str]) -> "Vocabulary":
+        """The vocabulary of a release from all its identity names (rule 4 of `parse_identity`)."""
+        with_article, without = set(), set()
+        for name in names:
+            split = _split_name(name)
+            if isinstance(split, _Split) and split.feature:
+                (with_article if split.accessories else without).add(split.feature)
+        shortest = {words for words in with_article if not any(words[:i] in with_article for i in range(1, len(words)))}
+        followed: dict[Words, set[Words]] = {}
+        bare_accessories = set()
+        for words in with_article | without:
+            for i in range(1, len(words)):
+                if words[:i] in shortest:  # at most one: no element of `shortest` starts another
+                    followed.setdefault(words[i:], set()).add(words[:i])
+                    if words in without:
+                        bare_accessories.add(words[i:])
+        bare_accessories |= {rest for rest, before in followed.items() if len(before) >= BARE_ACCESSORY_EVIDENCE}
+        accessories_only = cls(frozenset(), frozenset(bare_accessories))  # to cut candidates with
+        features = {words for words in with_article if accessories_only._bare_pieces(words, with_article) is None}
+        return cls(frozenset(features), frozenset(bare_accessories))
+
+    def _tile(self, words: Words) -> list[Words] | None:
+        """`words` as two known article-less accessories, else as one, else None."""
+        for i in range(1, len(words)):
+            if words[:i] in self.bare_accessories and words[i:] in self.bare_accessories:
+                return [words[:i], words[i:]]
+        return [words] if words in self.bare_accessories else None
+
+    def _bare_pieces(self, words: Words, features) -> tuple[Words, list[Words]] | None:
+        """(feature, article-less accessories) for the longest feature that `words` start with
+        and whose remaining words are known article-less accessories; None when there is none."""
+        for i in range(len(words) - 1, 0, -1):
+            if words[:i] in features and (pieces := self._tile(words[i:])) is not None:
+                return words[:i], pieces
+        return None
+
+    def resolve(self, feature: Words, accessories: tuple[Words, ...]) -> tuple[Words, list[Words]]:
+        """The feature and accessories of a name split by rules 1-3, corrected by this vocabulary."""
+        if not feature or feature in self.features:
+            return feature, list(accessories)
+        found = self._bare_pieces(feature, self.features)
+        if found is None and not accessories:
+            # An identity always has an accessory: whatever follows a known feature is one.
+            start = next((i for i in range(len(feature) - 1, 0, -1) if feature[:i] in self.features), None)
+            if start is not None:
+                found = feature[:start], self._tile(feature[start:]) or [feature[start:]]
+        if found is None:
+            return feature, list(accessories)
+        feature, pieces = found
+        return feature, [*pieces, *accessories]
+
+
+def parse_identity(name: str, vocabulary: Vocabulary | None = None) -> Identity:
+    """Split an identity name such as `id000_Polar_Bear_Photorealistic_round_eyes_a_wreath_an_owl_mask`.
+
+    Rules, in order:
+      1. The name is `id<digits>_<rest>`; the digits (any number of them) are `index`.
+      2. The style is the anchor: the first of the 4 known styles (`STYLES`, spaces written as
+         `_`) that appears in `<rest>` after at least one word. Words before it are the `animal`.
+      3. After the style, the `feature` runs up to the first word `a` or `an`; each `a`/`an`
+         word starts one accessory. An identity always has one feature, so when nothing stands
+         between the style and the first `a`/`an`, the first piece is the feature.
+      4. With a `vocabulary` (`Vocabulary.from_identities` over every identity name of the
+         release), accessories written without an article are told from the feature:
+         - the known features are the features (by rule 3) of the names that have an
+           `a`/`an` accessory after them;
+         - the article-less accessories are the words that follow the shortest known feature a
+           name's feature starts with, when that name has no `a`/`an` accessory
+           (`round_eyes` + `gold_hoop_earrings`), or when the same words follow at least two
+           different known features (`round_eyes` + `sunglasses`, `fluffy_cheeks` + `sunglasses`);
+         - a known feature that is another known feature followed by one or two article-less
+           accessories is not a feature (`round_eyes_sunglasses` before `a_party_hat`);
+         - a feature that is not a known feature is cut after the longest known feature it
+           starts with, when the words after it are one or two article-less accessories, or,
+           in a name with no `a`/`an` accessory, whatever they are (an identity always has an
+           accessory). Those words become the first accessories, without an article: two
+           when they are two known article-less accessories, else one.
+         A name the vocabulary does not settle (a feature seen only before article-less
+         accessories) is split by rules 1-3 alone, as without a vocabulary.
+      5. Underscores become spaces; hyphens, apostrophes and other punctuation stay.
+
+    It never raises. When a rule cannot be applied, `problem` says which, and the fields it
+    could not determine are None: no `id<digits>_` prefix gives all fields None; no known style
+    gives `index` only; no feature or no accessory after the style leaves that field None or
+    the list empty. More than 2 accessories is returned as split, with a `problem` noting it,
+    since an `a`/`an` inside an accessory name cannot be told apart from the start of another.
+    """
+    split = _split_name(name)
+    if isinstance(split, Identity):
+        return split
+    feature, accessories = split.feature, list(split.accessories)
+    if vocabulary is not None:
+        feature, accessories = vocabulary.resolve(feature, split.accessories)
+    feature_text = _words(feature) or None
+    accessory_texts = [_words(words) for words in accessories]
     problem = None
-    if feature is None:
+    if feature_text is None:
         problem = f"no facial feature after the style in {name!r}"
-    elif not accessories:
+    elif not accessory_texts:
         problem = f"no accessory (starting with 'a_' or 'an_') after the feature in {name!r}"
-    elif len(accessories) > 2:
-        problem = f"{len(accessories)} accessories found in {name!r}, expected 1 or 2"
-    return Identity(index, animal, style, feature, accessories, problem)
+    elif len(accessory_texts) > 2:
+        problem = f"{len(accessory_texts)} accessories found in {name!r}, expected 1 or 2"
+    return Identity(split.index, split.animal, split.style, feature_text, accessory_texts, problem)
 
 
 class SampleKey(NamedTuple):

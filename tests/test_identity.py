@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reghead_release.schema import SPLITS, STYLES, Identity, parse_identity, parse_sample_key, split_of
+from reghead_release.sample import identity_name
+from reghead_release.schema import SPLITS, STYLES, Identity, Vocabulary, parse_identity, parse_sample_key, split_of
 
 
 @pytest.mark.parametrize(
@@ -112,3 +113,78 @@ def test_split_of_proportions():
     assert 0.88 < counts["train"] / 20_000 < 0.92
     assert 0.04 < counts["validation"] / 20_000 < 0.06
     assert 0.04 < counts["test"] / 20_000 < 0.06
+
+
+# --- the release's own vocabulary --------------------------------------------------------------
+
+_CLEAN = [
+    "id000_Owl_Photorealistic_round_eyes_a_wreath",
+    "id001_Mole_Photorealistic_fluffy_cheeks_a_party_hat",
+    "id002_Koala_Photorealistic_a_single_horn_an_eyepatch",
+]
+
+
+@pytest.mark.parametrize(
+    "evidence, name, expected",
+    [
+        (  # alone: the only accessory of its name, after a known feature
+            [],
+            "id010_Owl_Photorealistic_round_eyes_gold_hoop_earrings",
+            Identity(10, "Owl", "Photorealistic", "round eyes", ["gold hoop earrings"]),
+        ),
+        (  # before an a_ accessory, seen after two different features
+            ["id011_Mole_Plastic_Toy_Render_round_eyes_sunglasses_a_monocle"],
+            "id012_Owl_Photorealistic_fluffy_cheeks_sunglasses_a_party_hat",
+            Identity(12, "Owl", "Photorealistic", "fluffy cheeks", ["sunglasses", "a party hat"]),
+        ),
+        (  # before an a_ accessory, seen alone elsewhere
+            ["id013_Mole_Photorealistic_round_eyes_sunglasses"],
+            "id014_Owl_Photorealistic_fluffy_cheeks_sunglasses_a_party_hat",
+            Identity(14, "Owl", "Photorealistic", "fluffy cheeks", ["sunglasses", "a party hat"]),
+        ),
+        (  # a feature that starts with "a"
+            [],
+            "id015_Owl_Photorealistic_a_single_horn_headphones",
+            Identity(15, "Owl", "Photorealistic", "a single horn", ["headphones"]),
+        ),
+        (  # two article-less accessories, each known
+            ["id016_Mole_Photorealistic_round_eyes_sunglasses", "id017_Mole_Photorealistic_round_eyes_headphones"],
+            "id018_Owl_Photorealistic_fluffy_cheeks_sunglasses_headphones",
+            Identity(18, "Owl", "Photorealistic", "fluffy cheeks", ["sunglasses", "headphones"]),
+        ),
+        (  # the only evidence of its feature: split as without a vocabulary
+            [],
+            "id019_Owl_Photorealistic_spotted_fur_sunglasses",
+            parse_identity("id019_Owl_Photorealistic_spotted_fur_sunglasses"),
+        ),
+        (  # once after one feature only: could be a longer feature, so left as it is
+            ["id020_Mole_Photorealistic_round_eyes_with_rings_a_hat"],
+            "id021_Owl_Photorealistic_round_eyes_with_rings_a_wreath",
+            Identity(21, "Owl", "Photorealistic", "round eyes with rings", ["a wreath"]),
+        ),
+    ],
+)
+def test_parse_identity_with_the_release_vocabulary(evidence, name, expected):
+    vocabulary = Vocabulary.from_identities([*_CLEAN, *evidence, name])
+    assert parse_identity(name, vocabulary) == expected
+
+
+def test_article_less_accessories_without_a_vocabulary_keep_todays_split():
+    assert parse_identity("id010_Owl_Photorealistic_round_eyes_gold_hoop_earrings") == Identity(
+        10, "Owl", "Photorealistic", "round eyes gold hoop earrings", [],
+        "no accessory (starting with 'a_' or 'an_') after the feature in 'id010_Owl_Photorealistic_round_eyes_gold_hoop_earrings'",
+    )
+    assert parse_identity("id012_Owl_Photorealistic_fluffy_cheeks_sunglasses_a_party_hat").feature == "fluffy cheeks sunglasses"
+
+
+def test_vocabulary_changes_nothing_in_names_that_split_cleanly():
+    names = [identity_name(i) for i in range(2_000)]
+    vocabulary = Vocabulary.from_identities(names)
+    assert [parse_identity(name, vocabulary) for name in names] == [parse_identity(name) for name in names]
+    assert vocabulary.bare_accessories == frozenset()
+
+
+def test_vocabulary_ignores_names_it_cannot_split():
+    vocabulary = Vocabulary.from_identities(["", "Not-An-Identity", "id1_Owl_Watercolour_x_a_y", "id2_Owl_Photorealistic"])
+    assert vocabulary == Vocabulary()
+    assert parse_identity("id2_Owl_Photorealistic", vocabulary) == parse_identity("id2_Owl_Photorealistic")
