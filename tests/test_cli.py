@@ -179,3 +179,22 @@ def test_sample_command_does_not_write_over_a_folder(tmp_path, capsys):
         sample_main([str(tmp_path / "out")])
     assert "exists and is not an empty folder" in capsys.readouterr().err
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["notes.txt"]
+
+
+# --- the converter's own arguments -------------------------------------------------------------
+
+
+def test_load_hint_names_a_converted_config(releases, tmp_path, capsys):
+    out = tmp_path / "only-1024"
+    assert main([f"--release=1024={releases[1024].root}", f"--output-dir={out}", "--num-proc=1"]) == 0
+    assert capsys.readouterr().out.endswith(f'Load it: datasets.load_dataset({json.dumps(str(out))}, "1024")\n')
+
+
+def test_sample_images_must_hold_identity_folders(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    for folder in (tmp_path / "empty", tmp_path / "nowhere"):
+        with pytest.raises(SystemExit) as stopped:
+            main([f"--sample-images={folder}", f"--output-dir={tmp_path / 'out'}"])
+        assert stopped.value.code == 2
+        assert f"--sample-images {str(folder)!r}: expected a folder of <identity>/<expression>.jpg" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
