@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import re
 import sys
@@ -26,7 +27,7 @@ import pyarrow as pa  # noqa: E402
 from datasets.utils import tqdm as hf_tqdm  # noqa: E402
 from datasets.utils.logging import disable_progress_bar  # noqa: E402
 
-from reghead_release.errors import ReleaseError  # noqa: E402
+from reghead_release.errors import ReleaseError, logger  # noqa: E402
 from reghead_release.sample import real_identity_dirs, write_sample_release  # noqa: E402
 from reghead_release.schema import RESOLUTIONS  # noqa: E402
 
@@ -107,6 +108,15 @@ def in_cli_words(hint: str | None) -> str | None:
     return hint
 
 
+class _WarningsInCliWords(logging.Filter):
+    """The reader's warnings (a skipped sample with --lenient) with their hints in this command's words."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(a.with_hint(in_cli_words(a.hint)) if isinstance(a, ReleaseError) else a for a in record.args)
+        return True
+
+
 def load_hint(results, out_dir: str) -> str:
     """How to load the folder just written, with a config it has."""
     config = next((r.config for r in results if r.config == "512"), results[0].config)
@@ -125,12 +135,16 @@ def convert(args: argparse.Namespace) -> tuple[list, float]:
     """Convert the releases; a bad release is reported in this command's words (`in_cli_words`)."""
     out_dir = Path(args.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    in_cli_words_filter = _WarningsInCliWords()
+    logger.addFilter(in_cli_words_filter)
     try:
         with exclusive_output(out_dir):
             results = _convert_locked(args, out_dir)
             remove_work_dir(out_dir)  # the card is written: the folder is complete
     except ReleaseError as error:
         raise error.with_hint(in_cli_words(error.hint)) from error
+    finally:
+        logger.removeFilter(in_cli_words_filter)
     return results
 
 

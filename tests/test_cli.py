@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import io
 import json
+import logging
 import re
 import subprocess
 import sys
@@ -80,13 +81,16 @@ def test_checksum_mismatch(releases, copy_release, tmp_path, capsys):
     assert str(builder_error(root)).endswith("to read it anyway, pass verify_checksums=False")
 
 
-def test_bad_sample(tmp_path, capsys):
+def test_bad_sample(tmp_path, capsys, caplog):
     release = write_sample_release(tmp_path / "release", num_identities=4, samples_per_shard=2)
     drop_member(release, ".close_m_smile.jpg")
     error = convert_error(capsys, f"--release=512={release.root}", f"--output-dir={tmp_path / 'out'}")
     assert "close_m_smile" in error and error.endswith("to skip such samples instead, run with --lenient\n")
     assert str(builder_error(release.root)).endswith("to skip such samples instead, read with strict=False")
-    assert main([f"--release=512={release.root}", f"--output-dir={tmp_path / 'out'}", "--quiet", "--num-proc=1", "--lenient"]) == 0
+    with caplog.at_level(logging.WARNING, logger="reghead"):
+        assert main([f"--release=512={release.root}", f"--output-dir={tmp_path / 'out'}", "--quiet", "--num-proc=1", "--lenient"]) == 0
+    (skipped,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("skipped a sample")]
+    assert "close_m_smile" in skipped and "run with --lenient" in skipped and "strict=False" not in skipped
 
 
 def test_error_keeps_its_facts_with_the_new_hint():
