@@ -9,6 +9,7 @@ first rows of the converted parquet and stored beside the card.
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 from string import Template
 
@@ -120,24 +121,70 @@ def preview_grid_png(result: ConfigResult, out_dir: Path) -> bytes:
     return buffer.getvalue()
 
 
-def render_card(results: list[ConfigResult], *, repo_id: str, gated: bool = False) -> str:
-    """The card's text for the converted configs."""
-    main = next((r for r in results if r.config == DEFAULT_CONFIG), results[0])
+def _main_result(results: list[ConfigResult]) -> ConfigResult:
+    """The config the card's snippets and statistics use: 512 when converted, else the one there is."""
+    return next((r for r in results if r.config == DEFAULT_CONFIG), results[0])
+
+
+def _python_str(text: str) -> str:
+    return json.dumps(text)  # a double-quoted literal that Python reads back as `text`
+
+
+def _sql_str(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def snippet_values(results: list[ConfigResult], *, repo_id: str | None, folder: str) -> dict[str, str]:
+    """What the card's Load section names: exactly the converted configs and splits, read from the
+    Hub repo when there is one, else from the output folder as it was given to the converter."""
+    main = _main_result(results)
+    splits = main.splits()
+    others = [r for r in results if r is not main]
+    source = repo_id or folder
+    files = f"hf://datasets/{repo_id}/{main.config}" if repo_id else f"{folder.rstrip('/')}/{main.config}"
+    other_config_line = "".join(
+        f'{r.splits()[-1]}_{r.config} = load_dataset({_python_str(source)}, "{r.config}", split="{r.splits()[-1]}")\n'
+        for r in others
+    )
+    return {
+        "source": _python_str(source),
+        "source_note": (
+            f"From the Hub repo `{repo_id}`:"
+            if repo_id
+            else f"From the folder `{folder}`, as `convert/push.py` wrote it (the path is the one it was given, "
+            "so the snippets run where it ran); pushed to the Hub, a repo id takes its place:"
+        ),
+        "main_config": main.config,
+        "split_list": " / ".join(splits),
+        "first_split": splits[0],
+        "other_config_line": other_config_line,
+        "files_where": "the Hub" if repo_id else "the folder",
+        "sql_files": _sql_str(f"{files}/*.parquet"),
+        "polars_files": _python_str(f"{files}/{splits[0]}-*.parquet"),
+    }
+
+
+def render_card(results: list[ConfigResult], *, repo_id: str | None, folder: str, gated: bool = False) -> str:
+    """The card's text for the converted configs: the Hub repo's card with a `repo_id`, else the folder's."""
+    main = _main_result(results)
     stats = SplitStats()
     for split in SPLITS:
         stats.merge(main.stats[split])
     identities = max(sum(r.stats[s].rows for s in SPLITS) for r in results)
+    configs = [f"`{r.config}`" for r in results]
     card = Template(TEMPLATE.read_text()).substitute(
         front_matter=front_matter(results, gated=gated).strip(),
         preview_alt=f"{PREVIEW_IDENTITIES} identities x the 10 expressions",
         preview_path=PREVIEW_PATH,
+        holder="This repository" if repo_id else "This folder",
         total_identities=f"{identities:,}",
         total_images=f"{identities * len(EXPRESSIONS):,}",
+        configs_phrase=f"one config, {configs[0]}" if len(configs) == 1 else f"{len(configs)} configs, {' and '.join(configs)}",
         split_table=_split_table(results),
         expression_table="\n".join(f"| `{e}` | {EXPRESSION_DESCRIPTIONS[e]} |" for e in EXPRESSIONS),
         stats_config=main.config,
         attribute_tables=_attribute_tables(stats),
-        repo_id=repo_id,
+        **snippet_values(results, repo_id=repo_id, folder=folder),
         license_text=(
             f"{reghead._LICENSE}: the images and metadata may be used for non-commercial research only. "
             f"Read the full terms at {reghead._LICENSE_URL} before use."
@@ -148,14 +195,17 @@ def render_card(results: list[ConfigResult], *, repo_id: str, gated: bool = Fals
     return card
 
 
-def write_card(results: list[ConfigResult], out_dir: Path, *, repo_id: str, gated: bool = False) -> Path:
-    """Write the preview image, then the card (last: its presence means the folder is complete)."""
+def write_card(results: list[ConfigResult], out_dir: Path, *, repo_id: str | None, gated: bool = False) -> Path:
+    """Write the preview image, then the card (last: its presence means the folder is complete).
+
+    Without a `repo_id`, the card's snippets read `out_dir` by the path it was given.
+    """
     preview = out_dir / PREVIEW_PATH
     preview.parent.mkdir(parents=True, exist_ok=True)
-    main = next((r for r in results if r.config == DEFAULT_CONFIG), results[0])
-    _write_atomically(preview, preview_grid_png(main, out_dir))
+    _write_atomically(preview, preview_grid_png(_main_result(results), out_dir))
     path = out_dir / "README.md"
-    _write_atomically(path, render_card(results, repo_id=repo_id, gated=gated).encode("utf-8"))
+    card = render_card(results, repo_id=repo_id, folder=out_dir.as_posix(), gated=gated)
+    _write_atomically(path, card.encode("utf-8"))
     return path
 
 

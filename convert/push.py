@@ -1,18 +1,20 @@
 """Convert RegHead releases to the Hub's parquet layout, render the dataset card, and push them.
 
-    python convert/push.py                                   # demo: a sample release -> ./reghead
+    python convert/push.py                                   # demo: a sample release -> ./reghead-parquet
     python convert/push.py --release 512=dl512 --release 1024=dl1024 --output-dir out
     python convert/push.py --release 512=dl512 --release 1024=dl1024 --repo-id snap-research/RegHead
 
 With no `--release`, a small sample release is written at both resolutions and converted, so
-that `load_dataset("reghead", "512")` works in the current folder right after.
+that `load_dataset("reghead-parquet", "512")` works in the current folder right after.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -26,15 +28,29 @@ from datasets.utils import tqdm as hf_tqdm  # noqa: E402
 from datasets.utils.logging import disable_progress_bar  # noqa: E402
 
 from reghead_release.errors import ReleaseError, logger  # noqa: E402
-from reghead_release.sample import write_sample_release  # noqa: E402
+from reghead_release.sample import real_identity_dirs, write_sample_release  # noqa: E402
 from reghead_release.schema import RESOLUTIONS  # noqa: E402
 
 from .card import PREVIEW_PATH, write_card  # noqa: E402
 from .conversion import CARD_PATH, WORK_DIR, exclusive_output, plan_jobs, publish, remove_work_dir, run_jobs  # noqa: E402
 from .upload import PushError, push_folder  # noqa: E402
 
-DEFAULT_OUTPUT = "reghead"
-DEMO_REPO_ID = "reghead"
+# Not "reghead": that is the checkout's folder name, and load_dataset("reghead") from the folder
+# above the checkout would find the checkout (its reghead.py) instead of the converted data.
+DEFAULT_OUTPUT = "reghead-parquet"
+
+# The builder's words in `ReleaseError` hints -> this command's options, applied in order to the
+# hint only. The reader and the builder keep their own words; this is the one translation.
+# `base_url=` / `REGHEAD_BASE_URL` have no counterpart: the converter reads downloaded folders only.
+CLI_WORDS: tuple[tuple[str, str], ...] = (
+    (r"\bthe config '(\d+)'", r"--release \1=DIR"),
+    (r"\bdata_dir at the (\d+) release\b", r"--release \1=DIR at the \1 release"),
+    (r"\bdata_dir= ", "--release RES=DIR, DIR being "),
+    (r"\bdata_dir=?", "--release RES=DIR"),
+    (r"\bverify_checksums=False\b", "--no-verify"),
+    (r"\bread with strict=False\b", "run with --lenient"),
+    (r"\bstrict=False\b", "--lenient"),
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -54,7 +70,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="RES=DIR",
         help="a downloaded release folder and its resolution, e.g. 512=reghead_download; repeat for 1024",
     )
-    parser.add_argument("--output-dir", default=DEFAULT_OUTPUT, help="where to write the Hub layout (default: ./reghead)")
+    parser.add_argument("--output-dir", default=DEFAULT_OUTPUT, help=f"where to write the Hub layout (default: ./{DEFAULT_OUTPUT})")
     parser.add_argument("--repo-id", help="push to this Hub dataset repo, e.g. snap-research/RegHead (default: no push)")
     parser.add_argument("--private", action="store_true", help="create the repo as private")
     parser.add_argument("--revision", help="branch to push to (created if missing; default: main)")
@@ -80,7 +96,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if resolution in args.releases:
             parser.error(f"--release {value!r}: resolution {resolution} given twice")
         args.releases[resolution] = folder
+    if args.sample_images and not (Path(args.sample_images).is_dir() and real_identity_dirs(args.sample_images)):
+        parser.error(f"--sample-images {args.sample_images!r}: expected a folder of <identity>/<expression>.jpg with all 10 expressions")
     return args
+
+
+def in_cli_words(hint: str | None) -> str | None:
+    """A `ReleaseError` hint with the builder's option names replaced by this command's (CLI_WORDS)."""
+    for builder_words, cli_words in CLI_WORDS:
+        hint = re.sub(builder_words, cli_words, hint) if hint else hint
+    return hint
+
+
+def load_hint(results, out_dir: str) -> str:
+    """How to load the folder just written, with a config it has."""
+    config = next((r.config for r in results if r.config == "512"), results[0].config)
+    return f"Load it: datasets.load_dataset({json.dumps(out_dir)}, {json.dumps(config)})"
 
 
 def write_demo_releases(work: Path, images_dir: str | None) -> dict[str, str]:
@@ -92,11 +123,15 @@ def write_demo_releases(work: Path, images_dir: str | None) -> dict[str, str]:
 
 
 def convert(args: argparse.Namespace) -> tuple[list, float]:
+    """Convert the releases; a bad release is reported in this command's words (`in_cli_words`)."""
     out_dir = Path(args.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    with exclusive_output(out_dir):
-        results = _convert_locked(args, out_dir)
-        remove_work_dir(out_dir)  # the card is written: the folder is complete
+    try:
+        with exclusive_output(out_dir):
+            results = _convert_locked(args, out_dir)
+            remove_work_dir(out_dir)  # the card is written: the folder is complete
+    except ReleaseError as error:
+        raise error.with_hint(in_cli_words(error.hint)) from error
     return results
 
 
@@ -118,7 +153,7 @@ def _convert_locked(args: argparse.Namespace, out_dir: Path) -> tuple[list, floa
     results = publish(
         out_dir,
         produced,
-        write_card=lambda results: write_card(results, out_dir, repo_id=args.repo_id or DEMO_REPO_ID, gated=args.gated),
+        write_card=lambda results: write_card(results, out_dir, repo_id=args.repo_id, gated=args.gated),
         card_files=(CARD_PATH, PREVIEW_PATH),
     )
     return results, time.perf_counter() - started
@@ -176,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"{len(pushed.commits)} commits" + (f", pull request {pushed.pull_request}" if pushed.pull_request else "")
                 )
         elif not args.quiet:
-            print(f'Load it: datasets.load_dataset("{args.output_dir}", "512")')
+            print(load_hint(results, args.output_dir))
     except (ReleaseError, PushError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -3,7 +3,7 @@
 Every animal, style, feature and accessory, with the number of identities that have it. It streams
 the four attribute columns only (`columns=[...]`), so on the Hub it downloads no image.
 
-    python examples/vocabulary.py reghead                            # the converted demo folder
+    python examples/vocabulary.py reghead-parquet                    # the converted demo folder
     python examples/vocabulary.py snap-research/RegHead --top 0      # a Hub repo, every value
 """
 
@@ -48,7 +48,7 @@ def markdown(counts: dict[str, Counter], top: int) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Print the identity attribute vocabulary of a RegHead dataset.")
-    parser.add_argument("source", help="a converted folder (e.g. reghead) or a Hub dataset repo id")
+    parser.add_argument("source", help="a converted folder (e.g. reghead-parquet) or a Hub dataset repo id")
     parser.add_argument("--config", default="512", help="512 or 1024 (the same identities; default: 512)")
     parser.add_argument("--top", type=int, default=20, help="values shown per attribute, most frequent first (0: all)")
     args = parser.parse_args(argv)

@@ -31,6 +31,7 @@ class ReleaseError(Exception):
     """
 
     def __init__(self, message: str, *, file: str | None = None, key: str | None = None, hint: str | None = None):
+        self.message = message
         self.file = file
         self.key = key
         self.hint = hint
@@ -39,6 +40,10 @@ class ReleaseError(Exception):
         if hint:
             text = f"{text}. {hint}"
         super().__init__(text)
+
+    def with_hint(self, hint: str | None) -> ReleaseError:
+        """The same error saying what to do in other words (the converter names its own options)."""
+        return ReleaseError(self.message, file=self.file, key=self.key, hint=hint)
 
 
 @dataclass

@@ -17,6 +17,7 @@ import gzip
 import hashlib
 import io
 import json
+import sys
 import tarfile
 from dataclasses import dataclass
 from functools import lru_cache
@@ -31,7 +32,7 @@ from .release import (
     SHA256SUMS_MEMBER,
     SHARD_DIR,
 )
-from .schema import EXPRESSIONS, STYLES, release_tag, shard_name
+from .schema import EXPRESSIONS, RESOLUTIONS, STYLES, release_tag, shard_name
 
 JPEG_QUALITY = 95
 LAYOUTS = ("readme", "flat")
@@ -296,25 +297,53 @@ def write_sample_release(
     return SampleRelease(root, resolution, tuple(keys), tuple(shard_paths))
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Write a small RegHead release in the upstream layout.")
-    parser.add_argument("out_dir")
-    parser.add_argument("--resolution", type=int, default=512)
-    parser.add_argument("--identities", type=int, default=24)
-    parser.add_argument("--samples-per-shard", type=int, default=8)
-    parser.add_argument("--layout", choices=LAYOUTS, default="readme")
-    parser.add_argument("--images-dir", help="real images, <identity dir>/<expression>.jpg")
+def main(argv: list[str] | None = None) -> int:
+    """`python -m reghead_release.sample OUT ...`: a release folder for `RegHead(data_dir=OUT)` or a mirror."""
+    parser = argparse.ArgumentParser(
+        prog="python -m reghead_release.sample",
+        description=(
+            "Write a small RegHead release (drawn identities) in the upstream layout to OUT: shards, "
+            "metadata.tar.gz and checksums.tar.gz. Read it with RegHead(config_name=\"512\", data_dir=OUT), "
+            "convert it with convert/push.py --release 512=OUT, or serve a --layout flat release as a "
+            "mirror folder <base>/<release tag>/ (the tag of 512 is " + release_tag(512) + ")."
+        ),
+    )
+    parser.add_argument("out_dir", metavar="OUT", help="the folder to write; it must not exist or be empty")
+    parser.add_argument("--resolution", type=int, choices=RESOLUTIONS, default=512, help="image size (default: 512)")
+    parser.add_argument("--identities", type=int, default=24, metavar="N", help="identities to write (default: 24)")
+    parser.add_argument("--samples-per-shard", type=int, default=8, metavar="N", help="identities per shard (default: 8)")
+    parser.add_argument(
+        "--layout",
+        choices=LAYOUTS,
+        default="readme",
+        help="readme: shards in OUT/data/ (the upstream README's layout, the default); "
+        "flat: everything side by side, as `gh release download` leaves it and as a mirror serves it",
+    )
+    parser.add_argument("--extracted", action="store_true", help="also unpack the two .tar.gz assets beside them")
+    parser.add_argument("--images-dir", metavar="DIR", help="real images laid out as <identity>/<expression>.jpg instead of drawn ones")
     args = parser.parse_args(argv)
+    out = Path(args.out_dir)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        parser.error(f"OUT {args.out_dir!r} exists and is not an empty folder: choose a new one")
+    if args.identities < 1 or args.samples_per_shard < 1:
+        parser.error("--identities and --samples-per-shard must be at least 1")
+    if args.images_dir and not (Path(args.images_dir).is_dir() and real_identity_dirs(args.images_dir)):
+        parser.error(f"--images-dir {args.images_dir!r}: expected a folder of <identity>/<expression>.jpg with all 10 expressions")
     release = write_sample_release(
-        args.out_dir,
+        out,
         resolution=args.resolution,
         num_identities=args.identities,
         samples_per_shard=args.samples_per_shard,
         layout=args.layout,
+        extracted=args.extracted,
         images_dir=args.images_dir,
     )
-    print(f"wrote {len(release.keys)} identities in {len(release.shard_paths)} shards to {release.root}")
+    print(
+        f"wrote {len(release.keys)} identities in {len(release.shard_paths)} shards to {release.root}; read it with "
+        f"RegHead(config_name={json.dumps(str(args.resolution))}, data_dir={json.dumps(str(release.root))})"
+    )
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

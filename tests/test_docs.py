@@ -5,6 +5,11 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import re
+import shlex
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import duckdb
@@ -12,6 +17,7 @@ import pytest
 from PIL import Image
 
 import reghead
+from convert.push import DEFAULT_OUTPUT
 from convert.push import main as convert_main
 from reghead_release.sample import identity_name, sample_key
 
@@ -19,6 +25,7 @@ REPO = Path(__file__).resolve().parent.parent
 DOCS = REPO / "docs"
 OUR_PAGES = ["README.md", "LOADING.md", "TOOLS.md", "ATTRIBUTES.md", "SPLITS.md", "CLI.md"]
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.MULTILINE | re.DOTALL)
+MIRROR_SECTION = "## From a mirror"  # LOADING.md: needs a server, run by its own test
 
 
 def load_module(path: Path, name: str):
@@ -28,8 +35,14 @@ def load_module(path: Path, name: str):
     return module
 
 
-def blocks(page: str, language: str) -> list[str]:
-    return [body for lang, body in FENCE.findall((DOCS / page).read_text()) if lang == language]
+def blocks(page: str, language: str, *, text: str | None = None) -> list[str]:
+    return [body for lang, body in FENCE.findall(text if text is not None else (DOCS / page).read_text()) if lang == language]
+
+
+def section(page: str, heading: str) -> str:
+    """The text of a page from `heading` to the next heading of the same level."""
+    after = (DOCS / page).read_text().split(f"\n{heading}\n", 1)[1]
+    return after.split("\n## ", 1)[0]
 
 
 @pytest.fixture(scope="module")
@@ -39,9 +52,9 @@ def generate():
 
 @pytest.fixture(scope="module")
 def demo(releases, tmp_path_factory) -> Path:
-    """A folder holding `reghead/`, the demo as `python convert/push.py` leaves it (512 config)."""
+    """A folder holding `reghead-parquet/`, the demo as `python convert/push.py` leaves it (512 config)."""
     folder = tmp_path_factory.mktemp("docs")
-    assert convert_main([f"--release=512={releases[512].root}", f"--output-dir={folder / 'reghead'}", "--num-proc=1", "--quiet"]) == 0
+    assert convert_main([f"--release=512={releases[512].root}", f"--output-dir={folder / DEFAULT_OUTPUT}", "--num-proc=1", "--quiet"]) == 0
     return folder
 
 
@@ -67,7 +80,10 @@ def test_readme_shows_the_grid_image(generate):
 def test_python_snippets_run_on_the_demo(page, demo, monkeypatch):
     monkeypatch.chdir(demo)
     namespace: dict = {}
-    snippets = blocks(page, "python")
+    text = (DOCS / page).read_text()
+    if MIRROR_SECTION in text:
+        text = text.replace(section(page, MIRROR_SECTION), "")
+    snippets = blocks(page, "python", text=text)
     assert snippets
     for number, snippet in enumerate(snippets):
         exec(compile(snippet, f"{page} python block {number}", "exec"), namespace)  # noqa: S102 - our own docs
@@ -78,7 +94,7 @@ def test_attribute_page_matches_the_data(demo, monkeypatch, capsys):
     for query in blocks("ATTRIBUTES.md", "sql")[0].strip().splitlines():
         assert duckdb.sql(query.rstrip(";")).fetchall()
     vocabulary = load_module(REPO / "examples" / "vocabulary.py", "vocabulary")
-    assert vocabulary.main(["reghead", "--top", "0"]) == 0
+    assert vocabulary.main([DEFAULT_OUTPUT, "--top", "0"]) == 0
     printed = capsys.readouterr().out
     style_block = next(body for lang, body in FENCE.findall((DOCS / "ATTRIBUTES.md").read_text()) if body.startswith("## style"))
     assert style_block.strip() in printed
@@ -106,3 +122,48 @@ def test_links_in_our_pages_resolve():
         for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text):
             if not target.startswith(("http://", "https://")):
                 assert (path.parent / target).exists(), f"{path.name} links to {target}, which does not exist"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_mirror_example_runs_against_python_http_server(tmp_path, monkeypatch):
+    """LOADING.md's mirror: its commands as written (the port changed to a free one), a real http.server."""
+    text = section("LOADING.md", MIRROR_SECTION)
+    (commands,) = blocks("LOADING.md", "bash", text=text)
+    (snippet,) = blocks("LOADING.md", "python", text=text)
+    port = free_port()
+    write, serve = (shlex.split(line.replace("8000", str(port))) for line in commands.strip().splitlines())
+    assert write[:3] == ["python", "-m", "reghead_release.sample"] and serve[:3] == ["python", "-m", "http.server"]
+    env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}
+    subprocess.run([sys.executable, *write[1:]], cwd=tmp_path, env=env, check=True, capture_output=True)
+    server = subprocess.Popen([sys.executable, *serve[1:]], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, "python -m http.server did not start"
+                time.sleep(0.05)
+        monkeypatch.chdir(tmp_path)
+        namespace: dict = {}
+        exec(compile(snippet.replace("8000", str(port)), "LOADING.md mirror block", "exec"), namespace)  # noqa: S102
+    finally:
+        server.terminate()
+        log = server.communicate(timeout=30)[1].decode()
+    assert namespace["mirror"].as_dataset().num_rows == {"train": 20, "validation": 3, "test": 1}
+    assert namespace["first"]["identity"].startswith("id0")
+    assert "GET /reghead-webdataset-v1-512/checksums.tar.gz" in log and "GET /reghead-webdataset-v1-512/reghead-v1-512-000000.tar" in log
+
+
+def test_pages_with_python_commands_say_which_python():
+    """A `python ...` command fails with the system Python: each page that shows one names the venv's once."""
+    for path in [REPO / "README.md", *(DOCS / name for name in OUR_PAGES)]:
+        text = path.read_text()
+        if re.search(r"^python |`python ", text, re.MULTILINE):
+            assert ".venv/bin/python" in text and "source .venv/bin/activate" in text, f"{path.name} does not say which python"
