@@ -29,11 +29,9 @@ from reghead_release.reader import read_shard_rows
 from reghead_release.http import download
 from reghead_release.release import (
     base_url_for,
-    check_resolution,
     locate_local_release,
+    locate_remote_release,
     open_shard,
-    read_remote_index,
-    remote_shards,
 )
 from reghead_release.schema import (
     EXPRESSION_DESCRIPTIONS,
@@ -166,10 +164,7 @@ class RegHead(datasets.GeneratorBasedBuilder):
         resolution = self.config.resolution
         if self.config.data_dir:
             return locate_local_release(self.config.data_dir, resolution)
-        base_url = base_url_for(resolution, self.config.base_url)
-        index = read_remote_index(base_url)
-        check_resolution(index, resolution, origin=base_url)
-        shards = remote_shards(index, base_url)
+        shards = locate_remote_release(base_url_for(resolution, self.config.base_url), resolution)
         if isinstance(dl_manager, StreamingDownloadManager):
             return shards
         # Downloaded once into the builder's downloads folder, resumed and retried by HttpFile.

@@ -22,9 +22,10 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from reghead_release.errors import Problems, ReleaseError, logger
+from reghead_release.errors import ChecksumMismatch, Problems, ReleaseError, logger
+from reghead_release.http import is_url
 from reghead_release.reader import read_shard_rows
-from reghead_release.release import Shard, locate_local_release, open_shard
+from reghead_release.release import Shard, locate_release, open_shard
 from reghead_release.schema import ATTRIBUTE_COLUMNS, FEATURES, SPLITS, split_of
 
 from .parquet import FILE_BYTES, ROW_GROUP_BYTES, TMP_SUFFIX, Part, SplitParquetWriter, row_image_bytes
@@ -35,6 +36,8 @@ RECORD_VERSION = 1
 # whatever the shard size (the fullest split writes its row group early when it is reached).
 JOB_BUFFER_BYTES = 48 * 2**20
 PROGRESS_EVERY_BYTES = 4 * 2**20
+# Downloads of a remote shard, in all, before a SHA-256 mismatch stops the run.
+HASH_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -123,8 +126,12 @@ class ShardRecord:
         )
 
 
-def finished_record(job: ShardJob) -> ShardRecord | None:
-    """The record of an earlier run of this job, if it finished on the same shard bytes."""
+def finished_record(job: ShardJob, uploaded: Callable[[ShardJob, Part], bool] | None = None) -> ShardRecord | None:
+    """The record of an earlier run of this job, if it finished on the same shard bytes.
+
+    A part counts as there when its file is, or when `uploaded(job, part)` says it is already on
+    the Hub (an upload-as-you-go run removes the local copy).
+    """
     try:
         record = ShardRecord.load(job.record_path)
     except (FileNotFoundError, ValueError, KeyError, TypeError):
@@ -134,7 +141,8 @@ def finished_record(job: ShardJob) -> ShardRecord | None:
     for parts in record.parts.values():
         for part in parts:
             path = job.folder / part.name
-            if not path.is_file() or path.stat().st_size != part.size:
+            on_disk = path.is_file() and path.stat().st_size == part.size
+            if not on_disk and not (uploaded is not None and uploaded(job, part)):
                 return None
     return record
 
@@ -204,24 +212,69 @@ class Cancelled(Exception):
     """Raised inside a job when another job failed or the run was interrupted."""
 
 
-def run_jobs(jobs: list[ShardJob], *, num_proc: int, progress: Callable[[int], None]) -> list[ShardRecord]:
+def run_job_refetching(
+    job: ShardJob, progress: Callable[[int], None] | None = None, stop: threading.Event | None = None
+) -> ShardRecord:
+    """`run_job`; a shard read over HTTP whose SHA-256 fails is fetched again from scratch, a few times.
+
+    A bad hash from a server is most often a transfer gone wrong; a local file would only fail again.
+    """
+    attempts = HASH_ATTEMPTS if is_url(job.shard.location) else 1
+    for attempt in range(1, attempts + 1):
+        try:
+            return run_job(job, progress) if stop is None else run_job(job, progress, stop)
+        except ChecksumMismatch as error:
+            if attempt == attempts:
+                if attempts == 1:
+                    raise
+                raise ChecksumMismatch(
+                    file=job.shard.name,
+                    expected=error.expected,
+                    actual=error.actual,
+                    hint=f"Downloaded {attempts} times from {job.shard.location}, never with the listed hash: "
+                    "the release asset or its SHA256SUMS is damaged on the server",
+                ) from None
+            logger.warning("%s: %s; downloading it again (%d/%d)", job.shard.name, error, attempt, attempts)
+    raise AssertionError("unreachable")
+
+
+def run_jobs(
+    jobs: list[ShardJob],
+    *,
+    num_proc: int,
+    progress: Callable[[int], None],
+    on_finished: Callable[[ShardJob, ShardRecord], None] | None = None,
+    uploaded: Callable[[ShardJob, Part], bool] | None = None,
+) -> list[ShardRecord]:
     """Run the jobs that are not done yet, `num_proc` at a time; records come back in job order.
 
     Jobs run in threads: hashing, copying into Arrow and writing parquet release the GIL, so
-    threads use the cores without a second interpreter's start-up and memory.
+    threads use the cores without a second interpreter's start-up and memory. `on_finished` is
+    told of every finished job (also those an earlier run finished), in the job's thread: when it
+    blocks, that job's slot waits, which is how an uploader that lags holds the conversion back.
+    `uploaded` tells `finished_record` which parts are on the Hub already.
     """
     records: dict[int, ShardRecord] = {}
     todo = []
     for position, job in enumerate(jobs):
-        record = finished_record(job)
+        record = finished_record(job, uploaded)
         if record is not None:
             records[position] = record
             progress(sum(stats.image_bytes for stats in record.stats.values()))
+            if on_finished is not None:
+                on_finished(job, record)
         else:
             todo.append(position)
+
+    def run(job: ShardJob, report: Callable[[int], None], stop: threading.Event | None = None) -> ShardRecord:
+        record = run_job_refetching(job, report, stop)
+        if on_finished is not None:
+            on_finished(job, record)
+        return record
+
     if todo and num_proc <= 1:
         for position in todo:
-            records[position] = run_job(jobs[position], progress)
+            records[position] = run(jobs[position], progress)
     elif todo:
         lock = threading.Lock()
         stop = threading.Event()
@@ -231,7 +284,7 @@ def run_jobs(jobs: list[ShardJob], *, num_proc: int, progress: Callable[[int], N
                 progress(amount)
 
         with ThreadPoolExecutor(max_workers=min(num_proc, len(todo)), thread_name_prefix="reghead-job") as pool:
-            futures = {pool.submit(run_job, jobs[position], report, stop): position for position in todo}
+            futures = {pool.submit(run, jobs[position], report, stop): position for position in todo}
             try:
                 for future in as_completed(futures):
                     records[futures[future]] = future.result()
@@ -284,40 +337,54 @@ def _put_in_place(source: Path, target: Path) -> None:
     os.replace(tmp, target)
 
 
-def publish_config(config: str, jobs: list[ShardJob], records: list[ShardRecord], out_dir: Path) -> ConfigResult:
-    """Put a config's parts in place as `<config>/<split>-NNNNN-of-NNNNN.parquet`."""
+def describe_config(
+    config: str, jobs: list[ShardJob], records: list[ShardRecord]
+) -> tuple[ConfigResult, dict[str, list[tuple[ShardJob, Part, str]]]]:
+    """A config as it will be published, and {split: [(job, part, Hub file name)]} in order.
+
+    The Hub names, `<split>-NNNNN-of-NNNNN.parquet`, are known once every shard is converted;
+    the parts themselves need not be on the disk any more (an upload-as-you-go run sent them).
+    """
     check_unique_keys(records)
-    folder = out_dir / config
-    folder.mkdir(parents=True, exist_ok=True)
-    files, num_bytes, stats = {}, {}, {}
+    layout, files, num_bytes, stats = {}, {}, {}, {}
     for split in SPLITS:
-        sources = [job.folder / part.name for job, record in zip(jobs, records) for part in record.parts[split]]
-        names = [f"{split}-{i:05d}-of-{len(sources):05d}.parquet" for i in range(len(sources))]
-        for source, name in zip(sources, names):
-            _put_in_place(source, folder / name)
-        for stale in folder.glob(f"{split}-*.parquet"):
-            if stale.name not in names:
-                stale.unlink()
-        files[split] = [f"{config}/{name}" for name in names]
-        num_bytes[split] = sum((folder / name).stat().st_size for name in names)
+        parts = [(job, part) for job, record in zip(jobs, records) for part in record.parts[split]]
+        layout[split] = [(job, part, f"{split}-{i:05d}-of-{len(parts):05d}.parquet") for i, (job, part) in enumerate(parts)]
+        files[split] = [f"{config}/{name}" for _, _, name in layout[split]]
+        num_bytes[split] = sum(part.size for _, part in parts)
         stats[split] = SplitStats()
         for record in records:
             stats[split].merge(record.stats[split])
     for record in records:
         if record.problems != "no problems":
             logger.warning("%s %s: %s", config, record.shard, record.problems)
-    return ConfigResult(config, files, stats, num_bytes)
+    return ConfigResult(config, files, stats, num_bytes), layout
+
+
+def publish_config(config: str, jobs: list[ShardJob], records: list[ShardRecord], out_dir: Path) -> ConfigResult:
+    """Put a config's parts in place as `<config>/<split>-NNNNN-of-NNNNN.parquet`."""
+    result, layout = describe_config(config, jobs, records)
+    folder = out_dir / config
+    folder.mkdir(parents=True, exist_ok=True)
+    for split in SPLITS:
+        names = {name for _, _, name in layout[split]}
+        for job, part, name in layout[split]:
+            _put_in_place(job.folder / part.name, folder / name)
+        for stale in folder.glob(f"{split}-*.parquet"):
+            if stale.name not in names:
+                stale.unlink()
+    return result
 
 
 def plan_jobs(releases: dict[str, str], out_dir: Path, *, verify: bool, strict: bool, **sizes) -> dict[str, list[ShardJob]]:
-    """{config: jobs} for releases given as {config name: local release folder}."""
+    """{config: jobs} for releases given as {config name: local release folder or assets URL `<base>/<tag>`}."""
     work_dir = str(out_dir / WORK_DIR)
     return {
         config: [
             ShardJob(config, shard, work_dir, verify=verify, strict=strict, **sizes)
-            for shard in locate_local_release(folder, int(config))
+            for shard in locate_release(source, int(config))
         ]
-        for config, folder in releases.items()
+        for config, source in releases.items()
     }
 
 

@@ -269,3 +269,21 @@ def read_remote_index(base_url: str) -> ReleaseIndex:
         with HttpFile(f"{base_url}/{name}", what=name) as f:
             assets[name] = io.BytesIO(f.readall())
     return read_assets(assets, origin=base_url)
+
+
+def locate_remote_release(base_url: str, resolution: int) -> list[Shard]:
+    """The shards of the release published at `base_url` (`<base>/<tag>`), from its own checksums.
+
+    The builder and the converter both find remote shards here: nothing is downloaded but the
+    two small `.tar.gz` assets.
+    """
+    index = read_remote_index(base_url)
+    check_resolution(index, resolution, origin=base_url)
+    return remote_shards(index, base_url)
+
+
+def locate_release(source: str | os.PathLike, resolution: int) -> list[Shard]:
+    """The shards of a release given as a local folder or as the URL of its assets (`<base>/<tag>`)."""
+    if is_url(str(source)):
+        return locate_remote_release(str(source).rstrip("/"), resolution)
+    return locate_local_release(source, resolution)
