@@ -3,6 +3,7 @@
     python convert/push.py                                   # demo: a sample release -> ./reghead
     python convert/push.py --release 512=dl512 --release 1024=dl1024 --output-dir out
     python convert/push.py --release 512=dl512 --release 1024=dl1024 --repo-id snap-research/RegHead
+    python convert/push.py --from-release --repo-id snap-research/RegHead    # GitHub -> Hub, streamed
 
 With no `--release`, a small sample release is written at both resolutions and converted, so
 that `load_dataset("reghead", "512")` works in the current folder right after.
@@ -25,15 +26,20 @@ from datasets.utils import tqdm as hf_tqdm  # noqa: E402
 from datasets.utils.logging import disable_progress_bar  # noqa: E402
 
 from reghead_release.errors import ReleaseError  # noqa: E402
+from reghead_release.release import BASE_URL_ENV, base_url_for  # noqa: E402
 from reghead_release.sample import write_sample_release  # noqa: E402
 from reghead_release.schema import RESOLUTIONS  # noqa: E402
 
 from .card import write_card  # noqa: E402
 from .conversion import WORK_DIR, exclusive_output, plan_jobs, publish_config, remove_work_dir, run_jobs  # noqa: E402
+from .hub_upload import convert_and_push  # noqa: E402
 from .upload import PushError, push_folder  # noqa: E402
 
 DEFAULT_OUTPUT = "reghead"
 DEMO_REPO_ID = "reghead"
+# Shards read at once from a server: reading waits on the network, so more jobs than cores keep
+# 2 cores busy on a fast link; each job holds about 64 MiB whatever the shard size.
+REMOTE_JOBS = 4
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -53,7 +59,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="RES=DIR",
         help="a downloaded release folder and its resolution, e.g. 512=reghead_download; repeat for 1024",
     )
-    parser.add_argument("--output-dir", default=DEFAULT_OUTPUT, help="where to write the Hub layout (default: ./reghead)")
+    parser.add_argument(
+        "--from-release",
+        nargs="*",
+        metavar="RES",
+        help="read the official release assets over HTTP (<base>/<tag>/<asset>), one or both resolutions "
+        "(default: both), streamed into the converter; with --repo-id each file is uploaded as soon as it is made",
+    )
+    parser.add_argument(
+        "--base-url",
+        help=f"where --from-release finds the release tags (default: ${BASE_URL_ENV}, else GitHub's release downloads)",
+    )
+    parser.add_argument(
+        "--output-dir",
+        help="where to write the Hub layout (default: ./reghead; with --from-release and --repo-id, "
+        "files are removed once uploaded unless this is given)",
+    )
     parser.add_argument("--repo-id", help="push to this Hub dataset repo, e.g. snap-research/RegHead (default: no push)")
     parser.add_argument("--private", action="store_true", help="create the repo as private")
     parser.add_argument("--revision", help="branch to push to (created if missing; default: main)")
@@ -61,7 +82,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--token", help="Hub token (default: HF_TOKEN or the token saved by `hf auth login`)")
     parser.add_argument("--commit-message", default="Upload RegHead", help="message of the Hub commits")
     parser.add_argument("--gated", action="store_true", help="add the gated-access prompt and fields to the card")
-    parser.add_argument("--num-proc", type=int, default=os.cpu_count() or 1, help="shards converted at once, in threads (default: all cores)")
+    parser.add_argument(
+        "--num-proc",
+        type=int,
+        help=f"shards converted at once, in threads (default: all cores; with --from-release at least {REMOTE_JOBS}, as reading waits on the network)",
+    )
     parser.add_argument("--no-verify", action="store_true", help="do not check shards against SHA256SUMS")
     parser.add_argument("--lenient", action="store_true", help="skip bad samples with a warning instead of stopping")
     parser.add_argument(
@@ -79,6 +104,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if resolution in args.releases:
             parser.error(f"--release {value!r}: resolution {resolution} given twice")
         args.releases[resolution] = folder
+    for resolution in args.from_release if args.from_release else (RESOLUTIONS if args.from_release is not None else ()):
+        if str(resolution) not in {str(r) for r in RESOLUTIONS}:
+            parser.error(f"--from-release {resolution!r}: expected one of {list(RESOLUTIONS)}")
+        if str(resolution) in args.releases:
+            parser.error(f"resolution {resolution} given twice (--release and --from-release)")
+        args.releases[str(resolution)] = base_url_for(int(resolution), args.base_url)
+    args.keep_output = args.output_dir is not None
+    args.output_dir = args.output_dir or DEFAULT_OUTPUT
+    if args.num_proc is None:
+        cores = os.cpu_count() or 1
+        args.num_proc = max(cores, REMOTE_JOBS) if args.from_release is not None else cores
     return args
 
 
@@ -104,7 +140,7 @@ def _convert_locked(args: argparse.Namespace, out_dir: Path) -> tuple[list, floa
     started = time.perf_counter()
     jobs = plan_jobs(releases, out_dir, verify=not args.no_verify, strict=not args.lenient)
     all_jobs = [job for config in sorted(jobs, key=int) for job in jobs[config]]
-    total = sum(job.shard.size for job in all_jobs)  # local shards: sizes read from the disk
+    total = sum(job.shard.size or 0 for job in all_jobs)  # local: read from the disk; remote: the manifest's
     with hf_tqdm(total=total, unit="B", unit_scale=True, desc=f"Converting {'+'.join(sorted(jobs, key=int))} to parquet") as bar:
         records = run_jobs(all_jobs, num_proc=args.num_proc, progress=bar.update)
         bar.update(max(0, total - bar.n))
@@ -140,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.quiet:
         disable_progress_bar()
     try:
+        if args.from_release is not None and args.repo_id:
+            return upload_as_you_go(args)
         results, seconds = convert(args)
         if not args.quiet:
             print(summary(results, seconds, Path(args.output_dir)))
@@ -169,6 +207,40 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}. Fix it and run the same command again: finished shards are kept.", file=sys.stderr)
         return 1
     return 0
+
+
+def converting_bar(*, total: int, configs: list[str]):
+    """Bytes read from the release and converted (one stream), with an ETA; files uploaded after it."""
+    return hf_tqdm(total=total or None, unit="B", unit_scale=True, desc=f"Downloading and converting {'+'.join(configs)}")
+
+
+def upload_as_you_go(args: argparse.Namespace) -> int:
+    """--from-release with --repo-id: convert and upload in one pass (convert/hub_upload.py)."""
+    run = convert_and_push(
+        args.releases,
+        out_dir=Path(args.output_dir) if args.keep_output else None,
+        repo_id=args.repo_id,
+        token=args.token,
+        private=args.private,
+        revision=args.revision,
+        create_pr=args.create_pr,
+        commit_message=args.commit_message,
+        gated=args.gated,
+        num_proc=args.num_proc,
+        verify=not args.no_verify,
+        strict=not args.lenient,
+        progress_bar=converting_bar,
+    )
+    if not args.quiet:
+        print(summary(run.results, run.seconds, Path(args.output_dir) if args.keep_output else Path(args.repo_id)))
+        pushed = run.pushed
+        print(
+            f"Pushed to {pushed.repo_url} in {run.seconds:.1f} s: {run.files_sent} files sent as they were made, "
+            f"{len(pushed.uploaded)} committed, {pushed.unchanged} unchanged, {len(pushed.deleted)} deleted, "
+            f"{len(pushed.commits)} commits" + (f", pull request {pushed.pull_request}" if pushed.pull_request else "")
+        )
+    return 0
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,0 +1,417 @@
+"""Convert and upload as you go: each shard's parquet files go to the Hub while other shards convert.
+
+The way `push_to_hub` does it: a finished file is pre-uploaded (its content only, with
+`huggingface_hub`'s `preupload_lfs_files`: Xet or classic LFS as the server offers), and its local
+copy is removed unless an output folder was asked for. Nothing shows on the branch until every
+shard is converted; then one commit per config names the files under their Hub names, and a last
+commit brings the card: the branch never shows half a dataset.
+
+What survives a kill is on the disk of the work folder (`<out>/.reghead-work/`):
+- `<config>/<shard>.json`: the converter's record of a finished shard (conversion.py);
+- `uploaded.jsonl`: one line per pre-uploaded file (repo, shard hash, file, SHA-256, size), written
+  before the local copy is removed. A re-run takes a shard whose files are all recorded there as
+  done, and sends no file twice (the Hub also answers "already stored" for a known object).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import queue
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
+from huggingface_hub.errors import HfHubHTTPError
+from huggingface_hub.lfs import UploadInfo
+
+from reghead_release.errors import logger
+
+from .card import DEFAULT_CONFIG, PREVIEW_PATH, write_card
+from .conversion import (
+    WORK_DIR,
+    ConfigResult,
+    ShardJob,
+    ShardRecord,
+    describe_config,
+    exclusive_output,
+    plan_jobs,
+    publish_config,
+    remove_work_dir,
+    run_jobs,
+)
+from .parquet import Part
+from .upload import HUB_LAYOUT_DIRS, MAX_COMMIT_ATTEMPTS, REPO_TYPE, PushResult, _explain, use_xet_only_if_offered
+
+LEDGER = "uploaded.jsonl"
+# Finished shards waiting for the uploader. When it lags, the converting jobs wait for it, so the
+# disk holds at most (jobs converting + this + the one being sent) shards' parquet files.
+QUEUED_SHARDS = 1
+# Without --output-dir, the work folder in the current directory, removed after a successful push.
+UPLOAD_WORK_FOLDER = ".reghead-upload"
+SAMPLE_BYTES = 512  # what UploadInfo keeps of a file's start (the Hub's pre-upload reads it)
+
+
+@dataclass(frozen=True)
+class Uploaded:
+    """One pre-uploaded file, as the ledger records it."""
+
+    repo: str  # <endpoint>/<repo type>/<repo id>: objects are stored per repo
+    shard_sha256: str | None
+    file: str  # <config>/<shard>/<part>: the part's place in the work folder
+    sha256: str
+    size: int
+    sample: str  # base64 of the first bytes
+    mode: str  # "lfs" (only a path at commit time) or "regular" (content sent in the commit)
+
+
+def ledger_key(job: ShardJob, part: Part) -> str:
+    return f"{job.config}/{job.folder.name}/{part.name}"
+
+
+class Ledger:
+    """The append-only record of pre-uploaded files; a torn last line (a kill) is ignored."""
+
+    def __init__(self, path: Path, repo: str):
+        self.path = path
+        self.repo = repo
+        self._entries: dict[str, Uploaded] = {}
+        self._lock = threading.Lock()
+        if path.is_file():
+            for line in path.read_text().splitlines():
+                try:
+                    entry = Uploaded(**json.loads(line))
+                except (ValueError, TypeError):
+                    continue
+                if entry.repo == repo:
+                    self._entries[entry.file] = entry
+
+    def get(self, job: ShardJob, part: Part) -> Uploaded | None:
+        entry = self._entries.get(ledger_key(job, part))
+        if entry is None or entry.size != part.size or entry.shard_sha256 != job.shard.sha256:
+            return None
+        return entry
+
+    def has(self, job: ShardJob, part: Part) -> bool:
+        """Whether the part is on the Hub already and needs no local copy (`finished_record`)."""
+        entry = self.get(job, part)
+        return entry is not None and entry.mode == "lfs"
+
+    def add(self, entry: Uploaded) -> None:
+        with self._lock, open(self.path, "a") as f:
+            f.write(json.dumps(asdict(entry), sort_keys=True) + "\n")
+            f.flush()
+            os.fsync(f.fileno())  # recorded before the local copy goes
+            self._entries[entry.file] = entry
+
+
+class Uploader:
+    """A thread that pre-uploads the parts of finished shards, in the order they finish."""
+
+    def __init__(
+        self,
+        api: HfApi,
+        repo_id: str,
+        *,
+        revision: str | None,
+        create_pr: bool,
+        ledger: Ledger,
+        keep_files: bool,
+        held: Callable[[ShardJob], bool],
+        on_uploaded: Callable[[int], None],
+    ):
+        self.api, self.repo_id, self.revision, self.create_pr = api, repo_id, revision, create_pr
+        self.ledger, self.keep_files, self.held, self.on_uploaded = ledger, keep_files, held, on_uploaded
+        self.error: BaseException | None = None
+        self._queue: queue.Queue = queue.Queue(maxsize=QUEUED_SHARDS)
+        self._thread = threading.Thread(target=self._run, name="reghead-upload", daemon=True)
+        self._thread.start()
+
+    def submit(self, job: ShardJob, record: ShardRecord) -> None:
+        """Hand over a finished shard; waits while the uploader is behind (bounds the disk)."""
+        while True:
+            if self.error is not None:
+                raise self.error
+            try:
+                self._queue.put((job, record), timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    def finish(self) -> None:
+        """Wait until every handed-over part is uploaded; raise what stopped the uploader."""
+        while self._thread.is_alive():
+            try:
+                self._queue.put(None, timeout=0.2)
+                break
+            except queue.Full:
+                continue
+        self._thread.join()
+        if self.error is not None:
+            raise self.error
+
+    def _run(self) -> None:
+        try:
+            while (item := self._queue.get()) is not None:
+                job, record = item
+                for parts in record.parts.values():
+                    for part in parts:
+                        self._upload(job, part)
+        except BaseException as error:  # handed to the converting threads by submit()
+            self.error = error
+
+    def _upload(self, job: ShardJob, part: Part) -> None:
+        path = job.folder / part.name
+        if self.ledger.get(job, part) is None:
+            # The path only decides LFS or not (*.parquet is LFS): the commit gives the Hub name.
+            operation = CommitOperationAdd(path_in_repo=f"{job.config}/{job.folder.name}-{part.name}", path_or_fileobj=str(path))
+            self.api.preupload_lfs_files(
+                self.repo_id, [operation], repo_type=REPO_TYPE, revision=self.revision, create_pr=self.create_pr
+            )
+            info = operation.upload_info
+            self.ledger.add(
+                Uploaded(
+                    repo=self.ledger.repo,
+                    shard_sha256=job.shard.sha256,
+                    file=ledger_key(job, part),
+                    sha256=info.sha256.hex(),
+                    size=info.size,
+                    sample=base64.b64encode(info.sample[:SAMPLE_BYTES]).decode(),
+                    mode=operation._upload_mode or "lfs",
+                )
+            )
+            self.on_uploaded(part.size)
+        if not self.keep_files and not self.held(job) and self.ledger.has(job, part):
+            path.unlink(missing_ok=True)
+
+
+def committed_addition(path_in_repo: str, entry: Uploaded, local: Path) -> CommitOperationAdd:
+    """The commit operation of a pre-uploaded file, with or without its local copy.
+
+    An LFS file is named in the commit by its SHA-256 and size only; the operation is marked as
+    uploaded the way `preupload_lfs_files` marks it, so nothing is sent again.
+    """
+    if entry.mode != "lfs":
+        return CommitOperationAdd(path_in_repo=path_in_repo, path_or_fileobj=str(local))
+    operation = CommitOperationAdd(path_in_repo=path_in_repo, path_or_fileobj=b"")
+    operation.upload_info = UploadInfo(sha256=bytes.fromhex(entry.sha256), size=entry.size, sample=base64.b64decode(entry.sample))
+    operation._upload_mode = "lfs"
+    operation._is_uploaded = True
+    return operation
+
+
+@dataclass
+class PlannedFile:
+    """A file of the dataset as it will be committed: where it goes, and how to name its content."""
+
+    path_in_repo: str
+    sha256: str | None  # None for the card files (small, compared by content by the Hub client)
+    make: Callable[[], CommitOperationAdd]
+
+
+def commit_dataset(
+    api: HfApi,
+    repo_id: str,
+    *,
+    revision: str | None,
+    create_pr: bool,
+    message: str,
+    data: dict[str, list[PlannedFile]],
+    card: list[PlannedFile],
+) -> PushResult:
+    """One commit per config (data), then the card and the removal of stale files; or one PR.
+
+    Files the branch already holds with the same content are left out, so a re-run after a
+    partial commit phase commits only the rest.
+    """
+    result = PushResult(repo_url=f"{api.endpoint}/datasets/{repo_id}")
+    for attempt in range(1, MAX_COMMIT_ATTEMPTS + 1):
+        try:
+            info = api.repo_info(repo_id, repo_type=REPO_TYPE, revision=revision)
+            remote = {
+                entry.path: entry
+                for entry in api.list_repo_tree(repo_id, repo_type=REPO_TYPE, revision=revision, recursive=True, expand=False)
+                if hasattr(entry, "blob_id")
+            }
+            ours = {planned.path_in_repo for files in [*data.values(), card] for planned in files}
+            stale = sorted(path for path in remote if path.split("/")[0] in HUB_LAYOUT_DIRS and path not in ours)
+
+            def changed(files: list[PlannedFile]) -> list[PlannedFile]:
+                return [
+                    f
+                    for f in files
+                    if f.sha256 is None or f.path_in_repo not in remote or getattr(remote[f.path_in_repo].lfs, "sha256", None) != f.sha256
+                ]
+
+            batches = [(changed(files), []) for _, files in sorted(data.items(), key=lambda item: int(item[0]))]
+            batches.append((changed(card), stale))
+            batches = [(adds, deletes) for adds, deletes in batches if adds or deletes]
+            if create_pr and batches:
+                batches = [([f for adds, _ in batches for f in adds], [p for _, dels in batches for p in dels])]
+            result.unchanged = sum(len(files) for files in [*data.values(), card]) - sum(len(adds) for adds, _ in batches)
+            parent = info.sha
+            for adds, deletes in batches:
+                operations = [planned.make() for planned in adds] + [CommitOperationDelete(path_in_repo=p) for p in deletes]
+                commit = api.create_commit(
+                    repo_id,
+                    operations,
+                    commit_message=message,
+                    repo_type=REPO_TYPE,
+                    revision=revision,
+                    create_pr=create_pr,
+                    parent_commit=None if create_pr else parent,
+                )
+                parent = commit.oid
+                result.commits.append(commit.oid)
+                result.uploaded += [planned.path_in_repo for planned in adds]
+                result.deleted += deletes
+                if commit.pr_url:
+                    result.pull_request = commit.pr_url
+            return result
+        except HfHubHTTPError as error:
+            moved = error.response is not None and error.response.status_code == 412
+            if not moved or attempt == MAX_COMMIT_ATTEMPTS:
+                raise
+            logger.warning("the branch of %s moved during the push; reading its tree again (%d/%d)", repo_id, attempt, MAX_COMMIT_ATTEMPTS)
+    raise AssertionError("unreachable")
+
+
+@dataclass
+class UploadRun:
+    """What `convert_and_push` did, for the summary line."""
+
+    results: list[ConfigResult]
+    pushed: PushResult
+    seconds: float
+    files_sent: int
+
+
+def main_config(configs: list[str]) -> str:
+    """The config whose first file the card's preview grid is drawn from."""
+    return DEFAULT_CONFIG if DEFAULT_CONFIG in configs else sorted(configs, key=int)[0]
+
+
+def convert_and_push(
+    releases: dict[str, str],
+    *,
+    out_dir: Path | None,
+    repo_id: str,
+    token: str | None = None,
+    private: bool = False,
+    revision: str | None = None,
+    create_pr: bool = False,
+    commit_message: str = "Upload RegHead",
+    gated: bool = False,
+    num_proc: int,
+    verify: bool = True,
+    strict: bool = True,
+    progress_bar,
+) -> UploadRun:
+    """Convert the releases ({config: folder or assets URL}) and upload each file as it is done.
+
+    With `out_dir`, the full Hub layout stays there as `--output-dir` leaves it; without, the
+    work folder `./.reghead-upload` holds only what is not uploaded yet and goes at the end.
+    """
+    keep_files = out_dir is not None
+    folder = Path(out_dir) if keep_files else Path(UPLOAD_WORK_FOLDER)
+    folder.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    api = HfApi(token=token)
+    try:
+        with exclusive_output(folder):
+            run = _convert_and_push_locked(
+                releases, folder, api, repo_id, keep_files=keep_files, private=private, revision=revision,
+                create_pr=create_pr, commit_message=commit_message, gated=gated, num_proc=num_proc,
+                verify=verify, strict=strict, progress_bar=progress_bar,
+            )  # fmt: skip
+        remove_work_dir(folder)
+        if not keep_files:
+            shutil.rmtree(folder, ignore_errors=True)
+    except HfHubHTTPError as error:
+        raise _explain(error, repo_id) from None
+    run.seconds = time.perf_counter() - started
+    return run
+
+
+def _convert_and_push_locked(
+    releases, folder: Path, api: HfApi, repo_id: str, *, keep_files: bool, private, revision, create_pr,
+    commit_message, gated, num_proc, verify, strict, progress_bar,
+) -> UploadRun:  # fmt: skip
+    url = api.create_repo(repo_id, repo_type=REPO_TYPE, private=private, exist_ok=True)
+    if revision and not create_pr:
+        api.create_branch(repo_id, repo_type=REPO_TYPE, branch=revision, exist_ok=True)
+    use_xet_only_if_offered(api, repo_id, revision)
+    ledger = Ledger(folder / WORK_DIR / LEDGER, repo=f"{api.endpoint}/{REPO_TYPE}/{repo_id}")
+    jobs = plan_jobs(releases, folder, verify=verify, strict=strict)
+    configs = sorted(jobs, key=int)
+    all_jobs = [job for config in configs for job in jobs[config]]
+    # The card's preview is drawn from the main config's first file: its first shard stays on disk.
+    card_job = jobs[main_config(configs)][0]
+    sent = {"files": 0, "bytes": 0}
+    bar = progress_bar(total=sum(job.shard.size or 0 for job in all_jobs), configs=configs)
+
+    def on_uploaded(size: int) -> None:
+        sent["files"] += 1
+        sent["bytes"] += size
+        bar.set_postfix_str(f"uploaded {sent['files']} files, {sent['bytes'] / 2**20:,.0f} MiB", refresh=False)
+
+    uploader = Uploader(
+        api, repo_id, revision=revision, create_pr=create_pr, ledger=ledger, keep_files=keep_files,
+        held=lambda job: job == card_job, on_uploaded=on_uploaded,
+    )  # fmt: skip
+    try:
+        records = run_jobs(all_jobs, num_proc=num_proc, progress=bar.update, on_finished=uploader.submit, uploaded=ledger.has)
+        if bar.total:
+            bar.update(max(0, bar.total - bar.n))  # image bytes were counted: the tar headers make up the rest
+        uploader.finish()
+    finally:
+        bar.close()
+    results, data, layouts = [], {}, {}
+    position = 0
+    for config in configs:
+        config_jobs, config_records = jobs[config], records[position : position + len(jobs[config])]
+        position += len(config_jobs)
+        result, layouts[config] = describe_config(config, config_jobs, config_records)
+        if keep_files:
+            publish_config(config, config_jobs, config_records, folder)
+        results.append(result)
+        data[config] = [
+            _planned(f"{config}/{name}", ledger.get(job, part), job.folder / part.name)
+            for split_files in layouts[config].values()
+            for job, part, name in split_files
+        ]
+    main = next(result for result in results if result.config == main_config(configs))
+    card_files = _write_card(results, main, layouts[main.config], folder, keep_files=keep_files, repo_id=repo_id, gated=gated)
+    card = [
+        PlannedFile(path, None, lambda path=path: CommitOperationAdd(path_in_repo=path, path_or_fileobj=str(folder / path)))
+        for path in card_files
+    ]
+    pushed = commit_dataset(api, repo_id, revision=revision, create_pr=create_pr, message=commit_message, data=data, card=card)
+    pushed.repo_url = str(url)
+    return UploadRun(results, pushed, 0.0, sent["files"])
+
+
+def _planned(path_in_repo: str, entry: Uploaded | None, local: Path) -> PlannedFile:
+    if entry is None:  # the uploader records every part before the run gets here
+        raise AssertionError(f"{local} was never uploaded")
+    return PlannedFile(path_in_repo, entry.sha256, lambda: committed_addition(path_in_repo, entry, local))
+
+
+def _write_card(results, main: ConfigResult, layout, folder: Path, *, keep_files: bool, repo_id: str, gated: bool) -> list[str]:
+    """Write the card and its preview; without an output folder, the preview's source file is linked in place for it."""
+    placed = None
+    if not keep_files:
+        job, part, name = layout[main.splits()[0]][0]
+        placed = folder / main.config / name
+        placed.parent.mkdir(parents=True, exist_ok=True)
+        placed.unlink(missing_ok=True)
+        os.link(job.folder / part.name, placed)
+    write_card(results, folder, repo_id=repo_id, gated=gated)
+    if placed is not None:
+        placed.unlink()
+    return [PREVIEW_PATH, "README.md"]
