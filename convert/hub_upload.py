@@ -26,11 +26,14 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import httpx2  # the HTTP client huggingface_hub 2.x runs on: its network errors
 from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
 from huggingface_hub.errors import HfHubHTTPError
 from huggingface_hub.lfs import UploadInfo
+from huggingface_hub.utils import disable_progress_bars as hub_file_bars_off
 
 from reghead_release.errors import logger
+from reghead_release.schema import SPLITS
 
 from .card import DEFAULT_CONFIG, PREVIEW_PATH, write_card
 from .conversion import (
@@ -46,7 +49,7 @@ from .conversion import (
     run_jobs,
 )
 from .parquet import Part
-from .upload import HUB_LAYOUT_DIRS, MAX_COMMIT_ATTEMPTS, REPO_TYPE, PushResult, _explain, use_xet_only_if_offered
+from .upload import HUB_LAYOUT_DIRS, MAX_COMMIT_ATTEMPTS, REPO_TYPE, PushError, PushResult, _explain, use_xet_only_if_offered
 
 LEDGER = "uploaded.jsonl"
 # Finished shards waiting for the uploader. When it lags, the converting jobs wait for it, so the
@@ -122,7 +125,7 @@ class Uploader:
         create_pr: bool,
         ledger: Ledger,
         keep_files: bool,
-        held: Callable[[ShardJob], bool],
+        held: Callable[[ShardJob, Part], bool],
         on_uploaded: Callable[[int], None],
     ):
         self.api, self.repo_id, self.revision, self.create_pr = api, repo_id, revision, create_pr
@@ -159,8 +162,8 @@ class Uploader:
         try:
             while (item := self._queue.get()) is not None:
                 job, record = item
-                for parts in record.parts.values():
-                    for part in parts:
+                for split in SPLITS:
+                    for part in record.parts[split]:
                         self._upload(job, part)
         except BaseException as error:  # handed to the converting threads by submit()
             self.error = error
@@ -186,7 +189,7 @@ class Uploader:
                 )
             )
             self.on_uploaded(part.size)
-        if not self.keep_files and not self.held(job) and self.ledger.has(job, part):
+        if not self.keep_files and not self.held(job, part) and self.ledger.has(job, part):
             path.unlink(missing_ok=True)
 
 
@@ -322,8 +325,9 @@ def convert_and_push(
     folder.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     api = HfApi(token=token)
+    # One bar for the run (the files uploaded in its postfix), not huggingface_hub's one per file.
     try:
-        with exclusive_output(folder):
+        with exclusive_output(folder), hub_file_bars_off():
             run = _convert_and_push_locked(
                 releases, folder, api, repo_id, keep_files=keep_files, private=private, revision=revision,
                 create_pr=create_pr, commit_message=commit_message, gated=gated, num_proc=num_proc,
@@ -334,6 +338,11 @@ def convert_and_push(
             shutil.rmtree(folder, ignore_errors=True)
     except HfHubHTTPError as error:
         raise _explain(error, repo_id) from None
+    except httpx2.HTTPError as error:  # the network to the Hub is gone after huggingface_hub's own retries
+        raise PushError(
+            f"lost the connection to the Hub while pushing to {repo_id!r} ({type(error).__name__}: {error}): "
+            "run the same command again; converted shards and uploaded files are kept"
+        ) from None
     run.seconds = time.perf_counter() - started
     return run
 
@@ -350,7 +359,8 @@ def _convert_and_push_locked(
     jobs = plan_jobs(releases, folder, verify=verify, strict=strict)
     configs = sorted(jobs, key=int)
     all_jobs = [job for config in configs for job in jobs[config]]
-    # The card's preview is drawn from the main config's first file: its first shard stays on disk.
+    # The card's preview is drawn from the main config's first file, the first shard's first part
+    # (train holds 90% of the rows: every shard has some); that one file stays on the disk.
     card_job = jobs[main_config(configs)][0]
     sent = {"files": 0, "bytes": 0}
     bar = progress_bar(total=sum(job.shard.size or 0 for job in all_jobs), configs=configs)
@@ -358,11 +368,11 @@ def _convert_and_push_locked(
     def on_uploaded(size: int) -> None:
         sent["files"] += 1
         sent["bytes"] += size
-        bar.set_postfix_str(f"uploaded {sent['files']} files, {sent['bytes'] / 2**20:,.0f} MiB", refresh=False)
+        bar.set_postfix_str(f"{sent['files']} files uploaded ({sent['bytes'] / 2**20:,.0f} MiB)", refresh=False)
 
     uploader = Uploader(
         api, repo_id, revision=revision, create_pr=create_pr, ledger=ledger, keep_files=keep_files,
-        held=lambda job: job == card_job, on_uploaded=on_uploaded,
+        held=lambda job, part: job == card_job and part.name == _first_part(job).name, on_uploaded=on_uploaded,
     )  # fmt: skip
     try:
         records = run_jobs(all_jobs, num_proc=num_proc, progress=bar.update, on_finished=uploader.submit, uploaded=ledger.has)
@@ -394,6 +404,11 @@ def _convert_and_push_locked(
     pushed = commit_dataset(api, repo_id, revision=revision, create_pr=create_pr, message=commit_message, data=data, card=card)
     pushed.repo_url = str(url)
     return UploadRun(results, pushed, 0.0, sent["files"])
+
+
+def _first_part(job: ShardJob) -> Part:
+    record = ShardRecord.load(job.record_path)
+    return next(part for split in SPLITS for part in record.parts[split])
 
 
 def _planned(path_in_repo: str, entry: Uploaded | None, local: Path) -> PlannedFile:
