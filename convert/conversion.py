@@ -245,6 +245,7 @@ def run_jobs(
     progress: Callable[[int], None],
     on_finished: Callable[[ShardJob, ShardRecord], None] | None = None,
     uploaded: Callable[[ShardJob, Part], bool] | None = None,
+    stop: threading.Event | None = None,
 ) -> list[ShardRecord]:
     """Run the jobs that are not done yet, `num_proc` at a time; records come back in job order.
 
@@ -252,7 +253,8 @@ def run_jobs(
     threads use the cores without a second interpreter's start-up and memory. `on_finished` is
     told of every finished job (also those an earlier run finished), in the job's thread: when it
     blocks, that job's slot waits, which is how an uploader that lags holds the conversion back.
-    `uploaded` tells `finished_record` which parts are on the Hub already.
+    `uploaded` tells `finished_record` which parts are on the Hub already. `stop` is set when the
+    run fails or is interrupted; an `on_finished` that waits watches it too.
     """
     records: dict[int, ShardRecord] = {}
     todo = []
@@ -277,7 +279,7 @@ def run_jobs(
             records[position] = run(jobs[position], progress)
     elif todo:
         lock = threading.Lock()
-        stop = threading.Event()
+        stop = stop if stop is not None else threading.Event()
 
         def report(amount: int) -> None:
             with lock:

@@ -38,6 +38,7 @@ from reghead_release.schema import SPLITS
 from .card import DEFAULT_CONFIG, PREVIEW_PATH, write_card
 from .conversion import (
     WORK_DIR,
+    Cancelled,
     ConfigResult,
     ShardJob,
     ShardRecord,
@@ -127,9 +128,11 @@ class Uploader:
         keep_files: bool,
         held: Callable[[ShardJob, Part], bool],
         on_uploaded: Callable[[int], None],
+        stop: threading.Event,
     ):
         self.api, self.repo_id, self.revision, self.create_pr = api, repo_id, revision, create_pr
         self.ledger, self.keep_files, self.held, self.on_uploaded = ledger, keep_files, held, on_uploaded
+        self.stop = stop  # set when the run fails or is interrupted: a waiting submit() gives up
         self.error: BaseException | None = None
         self._queue: queue.Queue = queue.Queue(maxsize=QUEUED_SHARDS)
         self._thread = threading.Thread(target=self._run, name="reghead-upload", daemon=True)
@@ -140,6 +143,8 @@ class Uploader:
         while True:
             if self.error is not None:
                 raise self.error
+            if self.stop.is_set():
+                raise Cancelled(job.shard.name)
             try:
                 self._queue.put((job, record), timeout=0.2)
                 return
@@ -370,12 +375,15 @@ def _convert_and_push_locked(
         sent["bytes"] += size
         bar.set_postfix_str(f"{sent['files']} files uploaded ({sent['bytes'] / 2**20:,.0f} MiB)", refresh=False)
 
+    stop = threading.Event()
     uploader = Uploader(
         api, repo_id, revision=revision, create_pr=create_pr, ledger=ledger, keep_files=keep_files,
-        held=lambda job, part: job == card_job and part.name == _first_part(job).name, on_uploaded=on_uploaded,
+        held=lambda job, part: job == card_job and part.name == _first_part(job).name, on_uploaded=on_uploaded, stop=stop,
     )  # fmt: skip
     try:
-        records = run_jobs(all_jobs, num_proc=num_proc, progress=bar.update, on_finished=uploader.submit, uploaded=ledger.has)
+        records = run_jobs(
+            all_jobs, num_proc=num_proc, progress=bar.update, on_finished=uploader.submit, uploaded=ledger.has, stop=stop
+        )
         if bar.total:
             bar.update(max(0, bar.total - bar.n))  # image bytes were counted: the tar headers make up the rest
         uploader.finish()

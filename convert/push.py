@@ -110,12 +110,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if str(resolution) in args.releases:
             parser.error(f"resolution {resolution} given twice (--release and --from-release)")
         args.releases[str(resolution)] = base_url_for(int(resolution), args.base_url)
-    args.keep_output = args.output_dir is not None
-    args.output_dir = args.output_dir or DEFAULT_OUTPUT
     if args.num_proc is None:
         cores = os.cpu_count() or 1
         args.num_proc = max(cores, REMOTE_JOBS) if args.from_release is not None else cores
     return args
+
+
+def output_folder(args: argparse.Namespace) -> Path:
+    return Path(args.output_dir or DEFAULT_OUTPUT)
 
 
 def write_demo_releases(work: Path, images_dir: str | None) -> dict[str, str]:
@@ -127,7 +129,7 @@ def write_demo_releases(work: Path, images_dir: str | None) -> dict[str, str]:
 
 
 def convert(args: argparse.Namespace) -> tuple[list, float]:
-    out_dir = Path(args.output_dir)
+    out_dir = output_folder(args)
     out_dir.mkdir(parents=True, exist_ok=True)
     with exclusive_output(out_dir):
         results = _convert_locked(args, out_dir)
@@ -180,11 +182,11 @@ def main(argv: list[str] | None = None) -> int:
             return upload_as_you_go(args)
         results, seconds = convert(args)
         if not args.quiet:
-            print(summary(results, seconds, Path(args.output_dir)))
+            print(summary(results, seconds, output_folder(args)))
         if args.repo_id:
             started = time.perf_counter()
             pushed = push_folder(
-                Path(args.output_dir),
+                output_folder(args),
                 repo_id=args.repo_id,
                 token=args.token,
                 private=args.private,
@@ -199,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"{len(pushed.commits)} commits" + (f", pull request {pushed.pull_request}" if pushed.pull_request else "")
                 )
         elif not args.quiet:
-            print(f'Load it: datasets.load_dataset("{args.output_dir}", "512")')
+            print(f'Load it: datasets.load_dataset("{output_folder(args)}", "512")')
     except (ReleaseError, PushError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
@@ -218,7 +220,7 @@ def upload_as_you_go(args: argparse.Namespace) -> int:
     """--from-release with --repo-id: convert and upload in one pass (convert/hub_upload.py)."""
     run = convert_and_push(
         args.releases,
-        out_dir=Path(args.output_dir) if args.keep_output else None,
+        out_dir=Path(args.output_dir) if args.output_dir else None,  # given: the files stay there
         repo_id=args.repo_id,
         token=args.token,
         private=args.private,
@@ -232,7 +234,7 @@ def upload_as_you_go(args: argparse.Namespace) -> int:
         progress_bar=converting_bar,
     )
     if not args.quiet:
-        print(summary(run.results, run.seconds, Path(args.output_dir) if args.keep_output else Path(args.repo_id)))
+        print(summary(run.results, run.seconds, Path(args.output_dir or args.repo_id)))
         pushed = run.pushed
         print(
             f"Pushed to {pushed.repo_url} in {run.seconds:.1f} s: {run.files_sent} files sent as they were made, "
