@@ -106,7 +106,6 @@ class GitHubReleaseServer(RangeFileServer):
                     return self._reply_empty(403)
                 if float(expires) < time.time():
                     with server._lock:
-                        server.requests.append((self.command, path, self.headers.get("Range")))
                         server.expired += 1
                     return self._reply_empty(403)  # S3's "Request has expired", as GitHub's CDN answers
                 self.path = asset  # the file server serves the asset itself, faults and Range included
