@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import threading
+from functools import partial
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
 from collections import Counter
@@ -148,9 +149,15 @@ def finished_record(job: ShardJob, uploaded: Callable[[ShardJob, Part], bool] | 
 
 
 def run_job(
-    job: ShardJob, progress: Callable[[int], None] | None = None, stop: threading.Event | None = None
+    job: ShardJob,
+    progress: Callable[[int], None] | None = None,
+    stop: threading.Event | None = None,
+    on_part: Callable[[Part], None] | None = None,
 ) -> ShardRecord:
-    """Convert one shard into parquet parts per split, then record that it is done."""
+    """Convert one shard into parquet parts per split, then record that it is done.
+
+    `on_part` is told of each part as soon as it is complete, before the job ends.
+    """
     if job.folder.exists():
         shutil.rmtree(job.folder)  # what an interrupted run left: never trusted
     writers = {
@@ -160,6 +167,7 @@ def run_job(
             features=FEATURES,
             row_group_bytes=job.row_group_bytes,
             file_bytes=job.file_bytes,
+            on_part=on_part,
         )
         for split in SPLITS
     }
@@ -213,7 +221,10 @@ class Cancelled(Exception):
 
 
 def run_job_refetching(
-    job: ShardJob, progress: Callable[[int], None] | None = None, stop: threading.Event | None = None
+    job: ShardJob,
+    progress: Callable[[int], None] | None = None,
+    stop: threading.Event | None = None,
+    on_part: Callable[[Part], None] | None = None,
 ) -> ShardRecord:
     """`run_job`; a shard read over HTTP whose SHA-256 fails is fetched again from scratch, a few times.
 
@@ -222,7 +233,8 @@ def run_job_refetching(
     attempts = HASH_ATTEMPTS if is_url(job.shard.location) else 1
     for attempt in range(1, attempts + 1):
         try:
-            return run_job(job, progress) if stop is None else run_job(job, progress, stop)
+            extra = {"on_part": on_part} if on_part is not None else {}
+            return run_job(job, progress, **extra) if stop is None else run_job(job, progress, stop, **extra)
         except ChecksumMismatch as error:
             if attempt == attempts:
                 if attempts == 1:
@@ -244,6 +256,7 @@ def run_jobs(
     num_proc: int,
     progress: Callable[[int], None],
     on_finished: Callable[[ShardJob, ShardRecord], None] | None = None,
+    on_part: Callable[[ShardJob, Part], None] | None = None,
     uploaded: Callable[[ShardJob, Part], bool] | None = None,
     stop: threading.Event | None = None,
 ) -> list[ShardRecord]:
@@ -253,6 +266,7 @@ def run_jobs(
     threads use the cores without a second interpreter's start-up and memory. `on_finished` is
     told of every finished job (also those an earlier run finished), in the job's thread: when it
     blocks, that job's slot waits, which is how an uploader that lags holds the conversion back.
+    `on_part` is told of each part as soon as it is complete, in the job's thread, the same way.
     `uploaded` tells `finished_record` which parts are on the Hub already. `stop` is set when the
     run fails or is interrupted; an `on_finished` that waits watches it too.
     """
@@ -269,7 +283,7 @@ def run_jobs(
             todo.append(position)
 
     def run(job: ShardJob, report: Callable[[int], None], stop: threading.Event | None = None) -> ShardRecord:
-        record = run_job_refetching(job, report, stop)
+        record = run_job_refetching(job, report, stop, on_part=partial(on_part, job) if on_part is not None else None)
         if on_finished is not None:
             on_finished(job, record)
         return record

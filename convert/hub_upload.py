@@ -1,16 +1,21 @@
-"""Convert and upload as you go: each shard's parquet files go to the Hub while other shards convert.
+"""Convert and upload as you go: each parquet file goes to the Hub as soon as it is complete.
 
-The way `push_to_hub` does it: a finished file is pre-uploaded (its content only, with
-`huggingface_hub`'s `preupload_lfs_files`: Xet or classic LFS as the server offers), and its local
-copy is removed unless an output folder was asked for. Nothing shows on the branch until every
-shard is converted; then one commit per config names the files under their Hub names, and a last
-commit brings the card: the branch never shows half a dataset.
+The way `push_to_hub` does it: a complete file is pre-uploaded (its content only, with
+`huggingface_hub`'s `preupload_lfs_files`: Xet or classic LFS as the server offers) while its
+shard is still converting, and its local copy is removed unless an output folder was asked for.
+Nothing shows on the branch until every shard is converted; then one commit per config names the
+files under their Hub names, and a last commit brings the card: the branch never shows half a
+dataset.
 
 What survives a kill is on the disk of the work folder (`<out>/.reghead-work/`):
-- `<config>/<shard>.json`: the converter's record of a finished shard (conversion.py);
+- `<config>/<shard>.json`: the converter's record of a finished shard (conversion.py), written
+  after all its files were handed to the uploader;
 - `uploaded.jsonl`: one line per pre-uploaded file (repo, shard hash, file, SHA-256, size), written
-  before the local copy is removed. A re-run takes a shard whose files are all recorded there as
-  done, and sends no file twice (the Hub also answers "already stored" for a known object).
+  before the local copy is removed; a later line for the same file wins. A file still on disk is
+  hashed and sent only when the ledger does not hold that hash, so a file of an attempt that
+  failed (a bad shard hash, a kill) is never taken for the new one. A re-run takes a shard whose
+  record is there and whose files are each on disk or in the ledger as done, and sends no file
+  twice (the Hub also answers "already stored" for a known object).
 """
 
 from __future__ import annotations
@@ -53,9 +58,9 @@ from .parquet import Part
 from .upload import HUB_LAYOUT_DIRS, MAX_COMMIT_ATTEMPTS, REPO_TYPE, PushError, PushResult, _explain, use_xet_only_if_offered
 
 LEDGER = "uploaded.jsonl"
-# Finished shards waiting for the uploader. When it lags, the converting jobs wait for it, so the
-# disk holds at most (jobs converting + this + the one being sent) shards' parquet files.
-QUEUED_SHARDS = 1
+# Complete files waiting for the uploader. When it lags, the converting jobs wait for it, so the
+# disk holds the files being written (one per split and job), these, and the one being sent.
+QUEUED_FILES = 2
 # Without --output-dir, the work folder in the current directory, removed after a successful push.
 UPLOAD_WORK_FOLDER = ".reghead-upload"
 SAMPLE_BYTES = 512  # what UploadInfo keeps of a file's start (the Hub's pre-upload reads it)
@@ -115,7 +120,7 @@ class Ledger:
 
 
 class Uploader:
-    """A thread that pre-uploads the parts of finished shards, in the order they finish."""
+    """A thread that pre-uploads complete parquet files, in the order they are handed over."""
 
     def __init__(
         self,
@@ -134,22 +139,31 @@ class Uploader:
         self.ledger, self.keep_files, self.held, self.on_uploaded = ledger, keep_files, held, on_uploaded
         self.stop = stop  # set when the run fails or is interrupted: a waiting submit() gives up
         self.error: BaseException | None = None
-        self._queue: queue.Queue = queue.Queue(maxsize=QUEUED_SHARDS)
+        self._queue: queue.Queue = queue.Queue(maxsize=QUEUED_FILES)
+        # Files handled in this run and still on disk, by (inode, mtime, size): a file written again
+        # (a shard fetched again after a bad hash) is a new file and is hashed again.
+        self._done: dict[str, tuple[int, int, int]] = {}
         self._thread = threading.Thread(target=self._run, name="reghead-upload", daemon=True)
         self._thread.start()
 
-    def submit(self, job: ShardJob, record: ShardRecord) -> None:
-        """Hand over a finished shard; waits while the uploader is behind (bounds the disk)."""
+    def submit_part(self, job: ShardJob, part: Part) -> None:
+        """Hand over a complete file; waits while the uploader is behind (bounds the disk)."""
         while True:
             if self.error is not None:
                 raise self.error
             if self.stop.is_set():
                 raise Cancelled(job.shard.name)
             try:
-                self._queue.put((job, record), timeout=0.2)
+                self._queue.put((job, part), timeout=0.2)
                 return
             except queue.Full:
                 continue
+
+    def submit(self, job: ShardJob, record: ShardRecord) -> None:
+        """Hand over a finished shard's files (those of an earlier run, or any not handed over yet)."""
+        for split in SPLITS:
+            for part in record.parts[split]:
+                self.submit_part(job, part)
 
     def finish(self) -> None:
         """Wait until every handed-over part is uploaded; raise what stopped the uploader."""
@@ -166,36 +180,50 @@ class Uploader:
     def _run(self) -> None:
         try:
             while (item := self._queue.get()) is not None:
-                job, record = item
-                for split in SPLITS:
-                    for part in record.parts[split]:
-                        self._upload(job, part)
+                self._upload(*item)
         except BaseException as error:  # handed to the converting threads by submit()
             self.error = error
 
     def _upload(self, job: ShardJob, part: Part) -> None:
         path = job.folder / part.name
-        if self.ledger.get(job, part) is None:
+        key = ledger_key(job, part)
+        if not path.is_file():
+            if self.ledger.get(job, part) is None:
+                raise AssertionError(f"{path} is neither on disk nor uploaded")
+        elif self._done.get(key) == _identity(path):
+            return  # handed over again with its shard's record
+        else:
             # The path only decides LFS or not (*.parquet is LFS): the commit gives the Hub name.
             operation = CommitOperationAdd(path_in_repo=f"{job.config}/{job.folder.name}-{part.name}", path_or_fileobj=str(path))
-            self.api.preupload_lfs_files(
-                self.repo_id, [operation], repo_type=REPO_TYPE, revision=self.revision, create_pr=self.create_pr
-            )
             info = operation.upload_info
-            self.ledger.add(
-                Uploaded(
-                    repo=self.ledger.repo,
-                    shard_sha256=job.shard.sha256,
-                    file=ledger_key(job, part),
-                    sha256=info.sha256.hex(),
-                    size=info.size,
-                    sample=base64.b64encode(info.sample[:SAMPLE_BYTES]).decode(),
-                    mode=operation._upload_mode or "lfs",
-                )
-            )
-            self.on_uploaded(part.size)
+            known = self.ledger.get(job, part)
+            if known is None or known.sha256 != info.sha256.hex():
+                self._send(job, part, operation)
         if not self.keep_files and not self.held(job, part) and self.ledger.has(job, part):
             path.unlink(missing_ok=True)
+        elif path.is_file():
+            self._done[key] = _identity(path)
+
+    def _send(self, job: ShardJob, part: Part, operation: CommitOperationAdd) -> None:
+        self.api.preupload_lfs_files(self.repo_id, [operation], repo_type=REPO_TYPE, revision=self.revision, create_pr=self.create_pr)
+        info = operation.upload_info
+        self.ledger.add(
+            Uploaded(
+                repo=self.ledger.repo,
+                shard_sha256=job.shard.sha256,
+                file=ledger_key(job, part),
+                sha256=info.sha256.hex(),
+                size=info.size,
+                sample=base64.b64encode(info.sample[:SAMPLE_BYTES]).decode(),
+                mode=operation._upload_mode or "lfs",
+            )
+        )
+        self.on_uploaded(part.size)
+
+
+def _identity(path: Path) -> tuple[int, int, int]:
+    stat = path.stat()
+    return stat.st_ino, stat.st_mtime_ns, stat.st_size
 
 
 def committed_addition(path_in_repo: str, entry: Uploaded, local: Path) -> CommitOperationAdd:
@@ -364,8 +392,8 @@ def _convert_and_push_locked(
     jobs = plan_jobs(releases, folder, verify=verify, strict=strict)
     configs = sorted(jobs, key=int)
     all_jobs = [job for config in configs for job in jobs[config]]
-    # The card's preview is drawn from the main config's first file, the first shard's first part
-    # (train holds 90% of the rows: every shard has some); that one file stays on the disk.
+    # The card's preview is drawn from the main config's first file: the first shard's first part
+    # of a split stays on the disk until the card is written.
     card_job = jobs[main_config(configs)][0]
     sent = {"files": 0, "bytes": 0}
     bar = progress_bar(total=sum(job.shard.size or 0 for job in all_jobs), configs=configs)
@@ -378,11 +406,17 @@ def _convert_and_push_locked(
     stop = threading.Event()
     uploader = Uploader(
         api, repo_id, revision=revision, create_pr=create_pr, ledger=ledger, keep_files=keep_files,
-        held=lambda job, part: job == card_job and part.name == _first_part(job).name, on_uploaded=on_uploaded, stop=stop,
+        held=lambda job, part: job == card_job and part.name.endswith("-000.parquet"), on_uploaded=on_uploaded, stop=stop,
     )  # fmt: skip
     try:
         records = run_jobs(
-            all_jobs, num_proc=num_proc, progress=bar.update, on_finished=uploader.submit, uploaded=ledger.has, stop=stop
+            all_jobs,
+            num_proc=num_proc,
+            progress=bar.update,
+            on_part=uploader.submit_part,
+            on_finished=uploader.submit,
+            uploaded=ledger.has,
+            stop=stop,
         )
         if bar.total:
             bar.update(max(0, bar.total - bar.n))  # image bytes were counted: the tar headers make up the rest
@@ -412,11 +446,6 @@ def _convert_and_push_locked(
     pushed = commit_dataset(api, repo_id, revision=revision, create_pr=create_pr, message=commit_message, data=data, card=card)
     pushed.repo_url = str(url)
     return UploadRun(results, pushed, 0.0, sent["files"])
-
-
-def _first_part(job: ShardJob) -> Part:
-    record = ShardRecord.load(job.record_path)
-    return next(part for split in SPLITS for part in record.parts[split])
 
 
 def _planned(path_in_repo: str, entry: Uploaded | None, local: Path) -> PlannedFile:
