@@ -106,6 +106,10 @@ class Ledger:
             return None
         return entry
 
+    def get_file(self, key: str) -> Uploaded | None:
+        """The latest record of the file `key` (`ledger_key`) for this repo, whatever its shard."""
+        return self._entries.get(key)
+
     def has(self, job: ShardJob, part: Part) -> bool:
         """Whether the part is on the Hub already and needs no local copy (`finished_record`)."""
         entry = self.get(job, part)
@@ -187,22 +191,31 @@ class Uploader:
     def _upload(self, job: ShardJob, part: Part) -> None:
         path = job.folder / part.name
         key = ledger_key(job, part)
-        if not path.is_file():
-            if self.ledger.get(job, part) is None:
-                raise AssertionError(f"{path} is neither on disk nor uploaded")
-        elif self._done.get(key) == _identity(path):
-            return  # handed over again with its shard's record
-        else:
+        try:
+            # Read through one open file: a shard fetched again after a bad hash may remove or
+            # replace this file meanwhile, and what is sent and recorded must be the same bytes.
+            source = open(path, "rb")
+        except FileNotFoundError:
+            return  # uploaded and removed already, or left by an attempt that was given up
+        with source:
+            identity = _identity(os.fstat(source.fileno()))
+            if self._done.get(key) == identity:
+                return  # handed over again with its shard's record
             # The path only decides LFS or not (*.parquet is LFS): the commit gives the Hub name.
-            operation = CommitOperationAdd(path_in_repo=f"{job.config}/{job.folder.name}-{part.name}", path_or_fileobj=str(path))
-            info = operation.upload_info
-            known = self.ledger.get(job, part)
-            if known is None or known.sha256 != info.sha256.hex():
+            operation = CommitOperationAdd(path_in_repo=f"{job.config}/{job.folder.name}-{part.name}", path_or_fileobj=source)
+            sha256 = operation.upload_info.sha256.hex()
+            known = self.ledger.get_file(key)
+            if known is None or known.sha256 != sha256:
                 self._send(job, part, operation)
-        if not self.keep_files and not self.held(job, part) and self.ledger.has(job, part):
-            path.unlink(missing_ok=True)
-        elif path.is_file():
-            self._done[key] = _identity(path)
+            removable = not self.keep_files and not self.held(job, part) and operation._upload_mode != "regular"
+            try:
+                still_ours = _identity(path.stat()) == identity
+            except FileNotFoundError:
+                still_ours = False
+            if removable and still_ours:
+                path.unlink()
+            else:
+                self._done[key] = identity
 
     def _send(self, job: ShardJob, part: Part, operation: CommitOperationAdd) -> None:
         self.api.preupload_lfs_files(self.repo_id, [operation], repo_type=REPO_TYPE, revision=self.revision, create_pr=self.create_pr)
@@ -221,8 +234,7 @@ class Uploader:
         self.on_uploaded(part.size)
 
 
-def _identity(path: Path) -> tuple[int, int, int]:
-    stat = path.stat()
+def _identity(stat: os.stat_result) -> tuple[int, int, int]:
     return stat.st_ino, stat.st_mtime_ns, stat.st_size
 
 
@@ -347,11 +359,13 @@ def convert_and_push(
     verify: bool = True,
     strict: bool = True,
     progress_bar,
+    **sizes,
 ) -> UploadRun:
     """Convert the releases ({config: folder or assets URL}) and upload each file as it is done.
 
     With `out_dir`, the full Hub layout stays there as `--output-dir` leaves it; without, the
     work folder `./.reghead-upload` holds only what is not uploaded yet and goes at the end.
+    `sizes` (`row_group_bytes`, `file_bytes`) go to `plan_jobs`.
     """
     keep_files = out_dir is not None
     folder = Path(out_dir) if keep_files else Path(UPLOAD_WORK_FOLDER)
@@ -364,7 +378,7 @@ def convert_and_push(
             run = _convert_and_push_locked(
                 releases, folder, api, repo_id, keep_files=keep_files, private=private, revision=revision,
                 create_pr=create_pr, commit_message=commit_message, gated=gated, num_proc=num_proc,
-                verify=verify, strict=strict, progress_bar=progress_bar,
+                verify=verify, strict=strict, progress_bar=progress_bar, sizes=sizes,
             )  # fmt: skip
         remove_work_dir(folder)
         if not keep_files:
@@ -382,14 +396,14 @@ def convert_and_push(
 
 def _convert_and_push_locked(
     releases, folder: Path, api: HfApi, repo_id: str, *, keep_files: bool, private, revision, create_pr,
-    commit_message, gated, num_proc, verify, strict, progress_bar,
+    commit_message, gated, num_proc, verify, strict, progress_bar, sizes,
 ) -> UploadRun:  # fmt: skip
     url = api.create_repo(repo_id, repo_type=REPO_TYPE, private=private, exist_ok=True)
     if revision and not create_pr:
         api.create_branch(repo_id, repo_type=REPO_TYPE, branch=revision, exist_ok=True)
     use_xet_only_if_offered(api, repo_id, revision)
     ledger = Ledger(folder / WORK_DIR / LEDGER, repo=f"{api.endpoint}/{REPO_TYPE}/{repo_id}")
-    jobs = plan_jobs(releases, folder, verify=verify, strict=strict)
+    jobs = plan_jobs(releases, folder, verify=verify, strict=strict, **sizes)
     configs = sorted(jobs, key=int)
     all_jobs = [job for config in configs for job in jobs[config]]
     # The card's preview is drawn from the main config's first file: the first shard's first part

@@ -19,6 +19,7 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 from http_server import RangeFileServer
 
 SIGNED_PREFIX = "/signed"
+CORRUPT_DIR = ".corrupt"  # under the root: copies of assets with one bit flipped
 
 
 class Throttle:
@@ -67,6 +68,26 @@ class GitHubReleaseServer(RangeFileServer):
         self.redirects = 0
         self.expired = 0
         self._secret = secrets.token_bytes(16)
+        self._corrupt: dict[str, int] = {}  # asset name -> downloads still to corrupt
+
+    def corrupt_next(self, asset: str, times: int = 1, *, at: float = 0.5) -> None:
+        """Serve the next `times` downloads of `asset` with one bit flipped at `at` of its size."""
+        for source in self.root.glob(f"*/{asset}"):
+            copy = self.root / CORRUPT_DIR / source.parent.name / asset
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            data = bytearray(source.read_bytes())
+            data[int(len(data) * at)] ^= 1
+            copy.write_bytes(bytes(data))
+        with self._lock:
+            self._corrupt[asset] = times
+
+    def _take_corrupt(self, asset_path: str) -> bool:
+        name = asset_path.rpartition("/")[2]
+        with self._lock:
+            if self._corrupt.get(name):
+                self._corrupt[name] -= 1
+                return True
+        return False
 
     def _signature(self, path: str, expires: str) -> str:
         return hmac.new(self._secret, f"{path}\n{expires}".encode(), hashlib.sha256).hexdigest()
@@ -108,7 +129,8 @@ class GitHubReleaseServer(RangeFileServer):
                     with server._lock:
                         server.expired += 1
                     return self._reply_empty(403)  # S3's "Request has expired", as GitHub's CDN answers
-                self.path = asset  # the file server serves the asset itself, faults and Range included
+                # The file server serves the asset itself, faults and Range included.
+                self.path = f"/{CORRUPT_DIR}{asset}" if server._take_corrupt(asset) else asset
                 self._serve(body=body)
 
         return Handler

@@ -238,3 +238,30 @@ def test_killed_during_download_and_during_upload_resumes_without_sending_twice(
         assert not [p for _, p, _ in server.requests[before_reads:] if p.endswith(done_shard)], "a converted shard was read again"
     assert hub_parquet(hub) == reference
     assert not (work / UPLOAD_WORK_FOLDER).exists()
+
+
+def test_files_sent_before_a_bad_hash_are_replaced_by_the_good_download(hub, site, reference_dir, tmp_path, monkeypatch):
+    """Small files, so that a shard's first files are uploaded before its hash is known to be wrong.
+
+    The throttle gives the uploader the time to send the bad file while the rest of the shard arrives.
+    """
+    from convert.hub_upload import convert_and_push
+    from convert.push import converting_bar
+
+    monkeypatch.chdir(tmp_path)
+    name = "reghead-v1-512-000000.tar"
+    with GitHubReleaseServer(site, rate=THROTTLED_RATE) as server:
+        server.corrupt_next(name, at=0.3)  # the first download has a flipped bit in an image, the second is right
+        run = convert_and_push(
+            {"512": f"{server.url}/{release_tag(512)}"}, out_dir=None, repo_id=REPO_ID, token=ALICE_TOKEN,
+            num_proc=1, progress_bar=converting_bar, row_group_bytes=150_000, file_bytes=300_000,
+        )  # fmt: skip
+        assert shard_reads(server, name) == 2
+    final = {hashlib.sha256(data).hexdigest() for data in hub_parquet(hub).values()}
+    # The file holding the flipped bit was sent before the hash failed; the commit names the good one.
+    assert run.files_sent == len(final) + 1
+    assert len(stored_objects(hub) - final) == 2  # that file and the card's preview image
+    from_hub = datasets.load_dataset(REPO_ID, "512")
+    expected = datasets.load_dataset(str(reference_dir), "512")
+    for split in expected:
+        assert list(from_hub[split].cast(RAW_IMAGES)) == list(expected[split].cast(RAW_IMAGES))
