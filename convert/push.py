@@ -104,12 +104,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if resolution in args.releases:
             parser.error(f"--release {value!r}: resolution {resolution} given twice")
         args.releases[resolution] = folder
-    for resolution in args.from_release if args.from_release else (RESOLUTIONS if args.from_release is not None else ()):
-        if str(resolution) not in {str(r) for r in RESOLUTIONS}:
+    for resolution in (args.from_release or [str(r) for r in RESOLUTIONS]) if args.from_release is not None else ():
+        if resolution not in {str(r) for r in RESOLUTIONS}:
             parser.error(f"--from-release {resolution!r}: expected one of {list(RESOLUTIONS)}")
-        if str(resolution) in args.releases:
+        if resolution in args.releases:
             parser.error(f"resolution {resolution} given twice (--release and --from-release)")
-        args.releases[str(resolution)] = base_url_for(int(resolution), args.base_url)
+        args.releases[resolution] = base_url_for(int(resolution), args.base_url)
+    if args.base_url and args.from_release is None:
+        parser.error("--base-url goes with --from-release")
     if args.num_proc is None:
         cores = os.cpu_count() or 1
         args.num_proc = max(cores, REMOTE_JOBS) if args.from_release is not None else cores

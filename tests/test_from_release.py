@@ -128,10 +128,13 @@ def test_mixed_with_a_local_release(github, releases, tmp_path):
     assert shard_reads(github, "reghead-v1-512-000000.tar") == 0
 
 
-def test_same_resolution_twice_is_refused(releases, capsys):
+def test_wrong_combinations_are_refused(releases, capsys):
     with pytest.raises(SystemExit):
         main(["--from-release", "512", f"--release=512={releases[512].root}"])
     assert "resolution 512 given twice" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([f"--release=512={releases[512].root}", "--base-url=http://127.0.0.1:1"])
+    assert "--base-url goes with --from-release" in capsys.readouterr().err
 
 
 def test_missing_release_names_the_asset_and_the_tag(github, tmp_path, capsys):
@@ -265,3 +268,14 @@ def test_files_sent_before_a_bad_hash_are_replaced_by_the_good_download(hub, sit
     expected = datasets.load_dataset(str(reference_dir), "512")
     for split in expected:
         assert list(from_hub[split].cast(RAW_IMAGES)) == list(expected[split].cast(RAW_IMAGES))
+
+
+def test_pull_request_from_the_release(hub, github, reference, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = ["--from-release", "512", f"--base-url={github.url}", f"--repo-id={REPO_ID}", f"--token={ALICE_TOKEN}"]
+    assert main([*args, "--create-pr", "--quiet"]) == 0
+    api = HfApi(token=ALICE_TOKEN)
+    files = api.list_repo_files(REPO_ID, repo_type="dataset", revision="refs/pr/1")
+    assert {"README.md", *reference} <= set(files)
+    assert len(api.list_repo_commits(REPO_ID, repo_type="dataset", revision="refs/pr/1")) == 2  # initial + the PR's one
+    assert api.list_repo_files(REPO_ID, repo_type="dataset") == [".gitattributes"]  # main is untouched
