@@ -218,7 +218,16 @@ class Uploader:
                 self._done[key] = identity
 
     def _send(self, job: ShardJob, part: Part, operation: CommitOperationAdd) -> None:
-        self.api.preupload_lfs_files(self.repo_id, [operation], repo_type=REPO_TYPE, revision=self.revision, create_pr=self.create_pr)
+        try:
+            self.api.preupload_lfs_files(
+                self.repo_id, [operation], repo_type=REPO_TYPE, revision=self.revision, create_pr=self.create_pr
+            )
+        except RuntimeError as error:  # huggingface_hub wraps a failed LFS transfer in a bare RuntimeError
+            cause = error.__cause__ or error
+            raise PushError(
+                f"uploading {ledger_key(job, part)} to {self.repo_id!r} failed ({type(cause).__name__}: {cause}): "
+                "run the same command again; converted shards and uploaded files are kept"
+            ) from None
         info = operation.upload_info
         self.ledger.add(
             Uploaded(

@@ -279,3 +279,18 @@ def test_pull_request_from_the_release(hub, github, reference, tmp_path, monkeyp
     assert {"README.md", *reference} <= set(files)
     assert len(api.list_repo_commits(REPO_ID, repo_type="dataset", revision="refs/pr/1")) == 2  # initial + the PR's one
     assert api.list_repo_files(REPO_ID, repo_type="dataset") == [".gitattributes"]  # main is untouched
+
+
+def test_a_failed_upload_stops_the_run_and_the_rerun_sends_only_the_rest(hub, github, reference, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    args = ["--from-release", "512", f"--base-url={github.url}", f"--repo-id={REPO_ID}", f"--token={ALICE_TOKEN}", "--num-proc=1"]
+    hub.fail_next("PUT", "/__lfs/upload/", status=403)  # the first file's transfer is refused: not retried
+    assert main([*args, "--quiet"]) == 1
+    error = capsys.readouterr().err
+    assert error.startswith("error: uploading 512/reghead-v1-512-000000/") and "run the same command again" in error
+    assert hub.head(REPO_ID) is not None and HfApi(token=ALICE_TOKEN).list_repo_files(REPO_ID, repo_type="dataset") == [".gitattributes"]
+    before_objects, before_requests, before_reads = stored_objects(hub), len(hub.requests), len(github.requests)
+    assert main([*args, "--quiet"]) == 0
+    assert not set(uploads(hub, before_requests)) & before_objects
+    assert len([p for _, p, _ in github.requests[before_reads:] if p.endswith("-000000.tar")]) <= 1
+    assert hub_parquet(hub) == reference
