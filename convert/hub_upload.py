@@ -15,7 +15,9 @@ What survives a kill is on the disk of the work folder (`<out>/.reghead-work/`):
   hashed and sent only when the ledger does not hold that hash, so a file of an attempt that
   failed (a bad shard hash, a kill) is never taken for the new one. A re-run takes a shard whose
   record is there and whose files are each on disk or in the ledger as done, and sends no file
-  twice (the Hub also answers "already stored" for a known object).
+  twice (the Hub also answers "already stored" for a known object);
+- `uploading/`: a hard link of the file being sent (no copy), so that the bytes sent and hashed
+  stay the same whatever happens to the converter's file meanwhile.
 """
 
 from __future__ import annotations
@@ -147,6 +149,8 @@ class Uploader:
         # Files handled in this run and still on disk, by (inode, mtime, size): a file written again
         # (a shard fetched again after a bad hash) is a new file and is hashed again.
         self._done: dict[str, tuple[int, int, int]] = {}
+        self.staging = ledger.path.parent / "uploading"
+        self.staging.mkdir(parents=True, exist_ok=True)
         self._thread = threading.Thread(target=self._run, name="reghead-upload", daemon=True)
         self._thread.start()
 
@@ -191,18 +195,21 @@ class Uploader:
     def _upload(self, job: ShardJob, part: Part) -> None:
         path = job.folder / part.name
         key = ledger_key(job, part)
+        # Send a hard link of the file, a name only the uploader uses: a shard fetched again after
+        # a bad hash may remove or replace the file meanwhile, and what is sent and recorded must be
+        # the same bytes. (A path, not an open file: huggingface_hub's Xet upload takes paths.)
+        staged = self.staging / key.replace("/", "--")
+        staged.unlink(missing_ok=True)
         try:
-            # Read through one open file: a shard fetched again after a bad hash may remove or
-            # replace this file meanwhile, and what is sent and recorded must be the same bytes.
-            source = open(path, "rb")
+            os.link(path, staged)
         except FileNotFoundError:
             return  # uploaded and removed already, or left by an attempt that was given up
-        with source:
-            identity = _identity(os.fstat(source.fileno()))
+        try:
+            identity = _identity(staged.stat())
             if self._done.get(key) == identity:
                 return  # handed over again with its shard's record
             # The path only decides LFS or not (*.parquet is LFS): the commit gives the Hub name.
-            operation = CommitOperationAdd(path_in_repo=f"{job.config}/{job.folder.name}-{part.name}", path_or_fileobj=source)
+            operation = CommitOperationAdd(path_in_repo=f"{job.config}/{job.folder.name}-{part.name}", path_or_fileobj=str(staged))
             sha256 = operation.upload_info.sha256.hex()
             known = self.ledger.get_file(key)
             if known is None or known.sha256 != sha256:
@@ -216,6 +223,8 @@ class Uploader:
                 path.unlink()
             else:
                 self._done[key] = identity
+        finally:
+            staged.unlink(missing_ok=True)
 
     def _send(self, job: ShardJob, part: Part, operation: CommitOperationAdd) -> None:
         try:
