@@ -233,8 +233,7 @@ def run_job_refetching(
     attempts = HASH_ATTEMPTS if is_url(job.shard.location) else 1
     for attempt in range(1, attempts + 1):
         try:
-            extra = {"on_part": on_part} if on_part is not None else {}
-            return run_job(job, progress, **extra) if stop is None else run_job(job, progress, stop, **extra)
+            return run_job(job, progress, stop, on_part)
         except ChecksumMismatch as error:
             if attempt == attempts:
                 if attempts == 1:
