@@ -101,6 +101,10 @@ def test_full_run_to_the_hub_reads_back_exactly(hub, github, reference, referenc
     # The branch never showed half a dataset: the data commit, then the card.
     commits = HfApi(token=ALICE_TOKEN).list_repo_commits(REPO_ID, repo_type="dataset")
     assert len(commits) == 3  # the repo's initial commit, the 512 files, the card
+    # The same command again: the release is read again, but nothing is sent and nothing committed.
+    head, requests = hub.head(REPO_ID), len(hub.requests)
+    assert main(args) == 0
+    assert hub.head(REPO_ID) == head and uploads(hub, requests) == []
 
 
 def test_output_dir_keeps_the_hub_layout(hub, github, reference, tmp_path):
