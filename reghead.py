@@ -27,14 +27,12 @@ from datasets.utils.info_utils import VerificationMode
 from reghead_release.errors import Problems, ReleaseError
 from reghead_release.grid import expression_grid, expression_pairs, expression_pairs_batch
 from reghead_release.reader import read_shard_rows
-from reghead_release.http import download, redact
+from reghead_release.http import download
 from reghead_release.release import (
     base_url_for,
-    check_resolution,
     open_shard,
     read_local_release,
-    read_remote_index,
-    remote_shards,
+    read_remote_release,
 )
 from reghead_release.schema import (
     EXPRESSION_DESCRIPTIONS,
@@ -173,10 +171,7 @@ class RegHead(datasets.GeneratorBasedBuilder):
         if self.config.data_dir:
             index, shards = read_local_release(self.config.data_dir, resolution)
             return shards, index.vocabulary()
-        base_url = base_url_for(resolution, self.config.base_url)
-        index = read_remote_index(base_url)
-        check_resolution(index, resolution, origin=redact(base_url))
-        shards = remote_shards(index, base_url)
+        index, shards = read_remote_release(base_url_for(resolution, self.config.base_url), resolution)
         if isinstance(dl_manager, StreamingDownloadManager):
             return shards, index.vocabulary()
         # Downloaded once into the builder's downloads folder, resumed and retried by HttpFile,

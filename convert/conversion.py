@@ -41,6 +41,7 @@ import os
 import re
 import shutil
 import threading
+from functools import partial
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
 from collections import Counter
@@ -52,9 +53,10 @@ import datasets
 import pyarrow
 
 from reghead_release import reader as _reader, schema as _schema, tar as _tar
-from reghead_release.errors import Problems, ReleaseError
+from reghead_release.errors import ChecksumMismatch, Problems, ReleaseError, logger
+from reghead_release.http import is_url
 from reghead_release.reader import read_shard_rows
-from reghead_release.release import Shard, open_shard, read_local_release
+from reghead_release.release import Shard, open_shard, read_release
 from reghead_release.schema import ATTRIBUTE_COLUMNS, FEATURES, SPLITS, Vocabulary, split_of
 
 from . import parquet as _parquet
@@ -71,6 +73,8 @@ PUBLISHED_NAME = re.compile(r"^(?P<config>\d+)/(?P<split>[a-z]+)-\d{5}-of-\d{5}(
 # whatever the shard size (the fullest split writes its row group early when it is reached).
 JOB_BUFFER_BYTES = 48 * 2**20
 PROGRESS_EVERY_BYTES = 4 * 2**20
+# Downloads of a remote shard, in all, before a SHA-256 mismatch stops the run.
+HASH_ATTEMPTS = 3
 
 
 def reader_version() -> str:
@@ -190,12 +194,14 @@ class ShardRecord:
         )
 
 
-def finished_record(job: ShardJob) -> ShardRecord | None:
+def finished_record(job: ShardJob, uploaded: Callable[[ShardJob, Part], bool] | None = None) -> ShardRecord | None:
     """The record of an earlier run of this job, if it finished on the same shard bytes with the same settings.
 
     Same strictness (a lenient run's output lacks the samples a strict run must stop on), same
     reader version and sizes; a verified record serves a run with or without verification (the
-    bytes are the same), an unverified one only a run without.
+    bytes are the same), an unverified one only a run without. A part counts as there when its
+    file is, or when `uploaded(job, part)` says it is already on the Hub (an upload-as-you-go run
+    removes the local copy).
     """
     try:
         record = ShardRecord.load(job.record_path)
@@ -214,15 +220,22 @@ def finished_record(job: ShardJob) -> ShardRecord | None:
     for parts in record.parts.values():
         for part in parts:
             path = job.folder / part.name
-            if not path.is_file() or path.stat().st_size != part.size:
+            on_disk = path.is_file() and path.stat().st_size == part.size
+            if not on_disk and not (uploaded is not None and uploaded(job, part)):
                 return None
     return record
 
 
 def run_job(
-    job: ShardJob, progress: Callable[[int], None] | None = None, stop: threading.Event | None = None
+    job: ShardJob,
+    progress: Callable[[int], None] | None = None,
+    stop: threading.Event | None = None,
+    on_part: Callable[[Part], None] | None = None,
 ) -> ShardRecord:
-    """Convert one shard into parquet parts per split, then record that it is done."""
+    """Convert one shard into parquet parts per split, then record that it is done.
+
+    `on_part` is told of each part as soon as it is complete, before the job ends.
+    """
     if job.folder.exists():
         shutil.rmtree(job.folder)  # what an interrupted run left: never trusted
     writers = {
@@ -232,6 +245,7 @@ def run_job(
             features=FEATURES,
             row_group_bytes=job.row_group_bytes,
             file_bytes=job.file_bytes,
+            on_part=on_part,
         )
         for split in SPLITS
     }
@@ -289,34 +303,86 @@ class Cancelled(Exception):
     """Raised inside a job when another job failed or the run was interrupted."""
 
 
-def run_jobs(jobs: list[ShardJob], *, num_proc: int, progress: Callable[[int], None]) -> list[ShardRecord]:
+def run_job_refetching(
+    job: ShardJob,
+    progress: Callable[[int], None] | None = None,
+    stop: threading.Event | None = None,
+    on_part: Callable[[Part], None] | None = None,
+) -> ShardRecord:
+    """`run_job`; a shard read over HTTP whose SHA-256 fails is fetched again from scratch, a few times.
+
+    A bad hash from a server is most often a transfer gone wrong; a local file would only fail again.
+    """
+    attempts = HASH_ATTEMPTS if is_url(job.shard.location) else 1
+    for attempt in range(1, attempts + 1):
+        try:
+            return run_job(job, progress, stop, on_part)
+        except ChecksumMismatch as error:
+            if attempt == attempts:
+                if attempts == 1:
+                    raise
+                raise ChecksumMismatch(
+                    file=job.shard.name,
+                    expected=error.expected,
+                    actual=error.actual,
+                    hint=f"Downloaded {attempts} times from {job.shard.location}, never with the listed hash: "
+                    "the release asset or its SHA256SUMS is damaged on the server",
+                ) from None
+            logger.warning("%s: %s; downloading it again (%d/%d)", job.shard.name, error, attempt, attempts)
+    raise AssertionError("unreachable")
+
+
+def run_jobs(
+    jobs: list[ShardJob],
+    *,
+    num_proc: int,
+    progress: Callable[[int], None],
+    on_finished: Callable[[ShardJob, ShardRecord], None] | None = None,
+    on_part: Callable[[ShardJob, Part], None] | None = None,
+    uploaded: Callable[[ShardJob, Part], bool] | None = None,
+    stop: threading.Event | None = None,
+) -> list[ShardRecord]:
     """Run the jobs that are not done yet, `num_proc` at a time; records come back in job order.
 
     Jobs run in threads: hashing, copying into Arrow and writing parquet release the GIL, so
-    threads use the cores without a second interpreter's start-up and memory.
+    threads use the cores without a second interpreter's start-up and memory. `on_finished` is
+    told of every finished job (also those an earlier run finished), in the job's thread: when it
+    blocks, that job's slot waits, which is how an uploader that lags holds the conversion back.
+    `on_part` is told of each part as soon as it is complete, in the job's thread, the same way.
+    `uploaded` tells `finished_record` which parts are on the Hub already. `stop` is set when the
+    run fails or is interrupted; an `on_finished` that waits watches it too.
     """
     records: dict[int, ShardRecord] = {}
     todo = []
     for position, job in enumerate(jobs):
-        record = finished_record(job)
+        record = finished_record(job, uploaded)
         if record is not None:
             records[position] = record
             progress(sum(stats.image_bytes for stats in record.stats.values()))
+            if on_finished is not None:
+                on_finished(job, record)
         else:
             todo.append(position)
+
+    def run(job: ShardJob, report: Callable[[int], None], stop: threading.Event | None = None) -> ShardRecord:
+        record = run_job_refetching(job, report, stop, on_part=partial(on_part, job) if on_part is not None else None)
+        if on_finished is not None:
+            on_finished(job, record)
+        return record
+
     if todo and num_proc <= 1:
         for position in todo:
-            records[position] = run_job(jobs[position], progress)
+            records[position] = run(jobs[position], progress)
     elif todo:
         lock = threading.Lock()
-        stop = threading.Event()
+        stop = stop if stop is not None else threading.Event()
 
         def report(amount: int) -> None:
             with lock:
                 progress(amount)
 
         with ThreadPoolExecutor(max_workers=min(num_proc, len(todo)), thread_name_prefix="reghead-job") as pool:
-            futures = {pool.submit(run_job, jobs[position], report, stop): position for position in todo}
+            futures = {pool.submit(run, jobs[position], report, stop): position for position in todo}
             try:
                 for future in as_completed(futures):
                     records[futures[future]] = future.result()
@@ -439,15 +505,23 @@ def _split_tag(config: str, split: str, records: list[ShardRecord]) -> str:
     return hashlib.sha256(json.dumps([config, split, made_of]).encode()).hexdigest()[:8]
 
 
-def plan_config(config: str, jobs: list[ShardJob], records: list[ShardRecord]) -> tuple[ConfigResult, list[tuple[Path, str]]]:
-    """A config's result and its placements [(work part, name in the output folder)]; nothing is written."""
+# Where a finished part goes: (its job, the part, its name in the output folder or the Hub repo).
+Placement = tuple["ShardJob", Part, str]
+
+
+def plan_config(config: str, jobs: list[ShardJob], records: list[ShardRecord]) -> tuple[ConfigResult, list[Placement]]:
+    """A config as it will be published, and where each of its parts goes; nothing is written.
+
+    The names are known once every shard is converted; the parts themselves need not be on the
+    disk any more (an upload-as-you-go run sent them already).
+    """
     check_unique_keys(records)
     files, num_bytes, stats, placements = {}, {}, {}, []
     for split in SPLITS:
-        parts = [(job.folder / part.name, part) for job, record in zip(jobs, records) for part in record.parts[split]]
+        parts = [(job, part) for job, record in zip(jobs, records) for part in record.parts[split]]
         tag = _split_tag(config, split, records)
         names = [f"{config}/{split}-{i:05d}-of-{len(parts):05d}-{tag}.parquet" for i in range(len(parts))]
-        placements += [(source, name) for (source, _), name in zip(parts, names)]
+        placements += [(job, part, name) for (job, part), name in zip(parts, names)]
         files[split] = names
         num_bytes[split] = sum(part.size for _, part in parts)
         stats[split] = SplitStats()
@@ -461,14 +535,6 @@ def plan_config(config: str, jobs: list[ShardJob], records: list[ShardRecord]) -
             hint="Every sample was skipped: download the release again",
         )
     return ConfigResult(config, files, stats, num_bytes), placements
-
-
-def publish_config(config: str, jobs: list[ShardJob], records: list[ShardRecord], out_dir: Path) -> ConfigResult:
-    """Put one config's files in place (no card, no record): for tools that publish by themselves."""
-    result, placements = plan_config(config, jobs, records)
-    for source, name in placements:
-        _put_in_place(source, out_dir / name)
-    return result
 
 
 # Called with the name of each step of `publish` before it is done (tests stop publishing there).
@@ -511,9 +577,9 @@ def publish(
 
     _step("record the files to make")
     Published(before.configs, before.made | wanted).save(out_dir)
-    for source, name in placements:
+    for job, part, name in placements:
         _step(f"place {name}")
-        _put_in_place(source, out_dir / name)
+        _put_in_place(job.folder / part.name, out_dir / name)
     _step("write the card")
     write_card(results)
     _step("record the published configs")
@@ -561,11 +627,11 @@ def _adopt_older_conversion(out_dir: Path) -> Published:
 
 
 def plan_jobs(releases: dict[str, str], out_dir: Path, *, verify: bool, strict: bool, **sizes) -> dict[str, list[ShardJob]]:
-    """{config: jobs} for releases given as {config name: local release folder}."""
+    """{config: jobs} for releases given as {config name: local release folder or assets URL `<base>/<tag>`}."""
     work_dir = str(out_dir / WORK_DIR)
     jobs = {}
-    for config, folder in releases.items():
-        index, shards = read_local_release(folder, int(config))
+    for config, source in releases.items():
+        index, shards = read_release(source, int(config))
         vocabulary = index.vocabulary()
         jobs[config] = [ShardJob(config, shard, work_dir, verify=verify, strict=strict, vocabulary=vocabulary, **sizes) for shard in shards]
     return jobs

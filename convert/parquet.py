@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,8 +95,10 @@ class SplitParquetWriter:
         features: datasets.Features,
         row_group_bytes: int = ROW_GROUP_BYTES,
         file_bytes: int = FILE_BYTES,
+        on_part: Callable[[Part], None] | None = None,
     ):
         self.folder = folder
+        self.on_part = on_part  # told of each part once it is complete (an uploader sends it on)
         self.stem = stem
         self.schema = features.arrow_schema
         self.options = writer_options(features)
@@ -164,6 +166,8 @@ class SplitParquetWriter:
         path = self._part_path(len(self.parts))
         os.replace(str(path) + TMP_SUFFIX, path)  # complete: now it may have its name
         self.parts.append(Part(path.name, self._file_rows, path.stat().st_size))
+        if self.on_part is not None:
+            self.on_part(self.parts[-1])
 
     def close(self) -> list[Part]:
         """Write what is buffered, finish the last part and return all parts."""

@@ -3,6 +3,7 @@
     python convert/push.py                                   # demo: a sample release -> ./reghead-parquet
     python convert/push.py --release 512=dl512 --release 1024=dl1024 --output-dir out
     python convert/push.py --release 512=dl512 --release 1024=dl1024 --repo-id snap-research/RegHead
+    python convert/push.py --from-release --repo-id snap-research/RegHead    # GitHub -> Hub, streamed
 
 With no `--release`, a small sample release is written at both resolutions and converted, so
 that `load_dataset("reghead-parquet", "512")` works in the current folder right after.
@@ -28,20 +29,24 @@ from datasets.utils import tqdm as hf_tqdm  # noqa: E402
 from datasets.utils.logging import disable_progress_bar  # noqa: E402
 
 from reghead_release.errors import ReleaseError, logger  # noqa: E402
+from reghead_release.release import BASE_URL_ENV, base_url_for  # noqa: E402
 from reghead_release.sample import real_identity_dirs, write_sample_release  # noqa: E402
 from reghead_release.schema import RESOLUTIONS  # noqa: E402
 
 from .card import PREVIEW_PATH, write_card  # noqa: E402
 from .conversion import CARD_PATH, WORK_DIR, exclusive_output, plan_jobs, publish, remove_work_dir, run_jobs  # noqa: E402
+from .hub_upload import convert_and_push  # noqa: E402
 from .upload import PushError, push_folder  # noqa: E402
 
 # Not "reghead": that is the checkout's folder name, and load_dataset("reghead") from the folder
 # above the checkout would find the checkout (its reghead.py) instead of the converted data.
 DEFAULT_OUTPUT = "reghead-parquet"
+# Shards read at once from a server: reading waits on the network, so more jobs than cores keep
+# 2 cores busy on a fast link; each job holds about 64 MiB whatever the shard size.
+REMOTE_JOBS = 4
 
 # The builder's words in `ReleaseError` hints -> this command's options, applied in order to the
 # hint only. The reader and the builder keep their own words; this is the one translation.
-# `base_url=` / `REGHEAD_BASE_URL` have no counterpart: the converter reads downloaded folders only.
 CLI_WORDS: tuple[tuple[str, str], ...] = (
     (r"\bthe config '(\d+)'", r"--release \1=DIR"),
     (r"\bdata_dir at the (\d+) release\b", r"--release \1=DIR at the \1 release"),
@@ -50,6 +55,7 @@ CLI_WORDS: tuple[tuple[str, str], ...] = (
     (r"\bverify_checksums=False\b", "--no-verify"),
     (r"\bread with strict=False\b", "run with --lenient"),
     (r"\bstrict=False\b", "--lenient"),
+    (r"\bbase_url\b", "--base-url"),
 )
 
 
@@ -70,7 +76,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="RES=DIR",
         help="a downloaded release folder and its resolution, e.g. 512=reghead_download; repeat for 1024",
     )
-    parser.add_argument("--output-dir", default=DEFAULT_OUTPUT, help=f"where to write the Hub layout (default: ./{DEFAULT_OUTPUT})")
+    parser.add_argument(
+        "--from-release",
+        nargs="*",
+        metavar="RES",
+        help="read the official release assets over HTTP (<base>/<tag>/<asset>), one or both resolutions "
+        "(default: both), streamed into the converter; with --repo-id each file is uploaded as soon as it is made",
+    )
+    parser.add_argument(
+        "--base-url",
+        help=f"where --from-release finds the release tags (default: ${BASE_URL_ENV}, else GitHub's release downloads)",
+    )
+    parser.add_argument(
+        "--output-dir",
+        help="where to write the Hub layout (default: ./reghead-parquet; with --from-release and --repo-id, "
+        "files are removed once uploaded unless this is given)",
+    )
     parser.add_argument("--repo-id", help="push to this Hub dataset repo, e.g. snap-research/RegHead (default: no push)")
     parser.add_argument("--private", action="store_true", help="create the repo as private")
     parser.add_argument("--revision", help="branch to push to (created if missing; default: main)")
@@ -78,7 +99,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--token", help="Hub token (default: HF_TOKEN or the token saved by `hf auth login`)")
     parser.add_argument("--commit-message", default="Upload RegHead", help="message of the Hub commits")
     parser.add_argument("--gated", action="store_true", help="add the gated-access prompt and fields to the card")
-    parser.add_argument("--num-proc", type=int, default=os.cpu_count() or 1, help="shards converted at once, in threads (default: all cores)")
+    parser.add_argument(
+        "--num-proc",
+        type=int,
+        help=f"shards converted at once, in threads (default: all cores; with --from-release at least {REMOTE_JOBS}, as reading waits on the network)",
+    )
     parser.add_argument("--no-verify", action="store_true", help="do not check shards against SHA256SUMS")
     parser.add_argument("--lenient", action="store_true", help="skip bad samples with a warning instead of stopping")
     parser.add_argument(
@@ -96,6 +121,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if resolution in args.releases:
             parser.error(f"--release {value!r}: resolution {resolution} given twice")
         args.releases[resolution] = folder
+    for resolution in (args.from_release or [str(r) for r in RESOLUTIONS]) if args.from_release is not None else ():
+        if resolution not in {str(r) for r in RESOLUTIONS}:
+            parser.error(f"--from-release {resolution!r}: expected one of {list(RESOLUTIONS)}")
+        if resolution in args.releases:
+            parser.error(f"resolution {resolution} given twice (--release and --from-release)")
+        args.releases[resolution] = base_url_for(int(resolution), args.base_url)
+    if args.base_url and args.from_release is None:
+        parser.error("--base-url goes with --from-release")
+    if args.num_proc is None:
+        cores = os.cpu_count() or 1
+        args.num_proc = max(cores, REMOTE_JOBS) if args.from_release is not None else cores
     if args.sample_images and not (Path(args.sample_images).is_dir() and real_identity_dirs(args.sample_images)):
         parser.error(f"--sample-images {args.sample_images!r}: expected a folder of <identity>/<expression>.jpg with all 10 expressions")
     return args
@@ -114,6 +150,10 @@ def load_hint(results, out_dir: str) -> str:
     return f"Load it: datasets.load_dataset({json.dumps(out_dir)}, {json.dumps(config)})"
 
 
+def output_folder(args: argparse.Namespace) -> Path:
+    return Path(args.output_dir or DEFAULT_OUTPUT)
+
+
 def write_demo_releases(work: Path, images_dir: str | None) -> dict[str, str]:
     """The embedded sample release, written at both resolutions under `work`."""
     return {
@@ -123,15 +163,11 @@ def write_demo_releases(work: Path, images_dir: str | None) -> dict[str, str]:
 
 
 def convert(args: argparse.Namespace) -> tuple[list, float]:
-    """Convert the releases; a bad release is reported in this command's words (`in_cli_words`)."""
-    out_dir = Path(args.output_dir)
+    out_dir = output_folder(args)
     out_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        with exclusive_output(out_dir):
-            results = _convert_locked(args, out_dir)
-            remove_work_dir(out_dir)  # the card is written: the folder is complete
-    except ReleaseError as error:
-        raise error.with_hint(in_cli_words(error.hint)) from error
+    with exclusive_output(out_dir):
+        results = _convert_locked(args, out_dir)
+        remove_work_dir(out_dir)  # the card is written: the folder is complete
     return results
 
 
@@ -140,7 +176,7 @@ def _convert_locked(args: argparse.Namespace, out_dir: Path) -> tuple[list, floa
     started = time.perf_counter()
     jobs = plan_jobs(releases, out_dir, verify=not args.no_verify, strict=not args.lenient)
     all_jobs = [job for config in sorted(jobs, key=int) for job in jobs[config]]
-    total = sum(job.shard.size for job in all_jobs)  # local shards: sizes read from the disk
+    total = sum(job.shard.size or 0 for job in all_jobs)  # local: read from the disk; remote: the manifest's
     with hf_tqdm(total=total, unit="B", unit_scale=True, desc=f"Converting {'+'.join(sorted(jobs, key=int))} to parquet") as bar:
         records = run_jobs(all_jobs, num_proc=args.num_proc, progress=bar.update)
         bar.update(max(0, total - bar.n))
@@ -190,13 +226,15 @@ def main(argv: list[str] | None = None) -> int:
         disable_progress_bar()
         logger.setLevel(logging.ERROR)  # no summaries of skipped samples and notes
     try:
+        if args.from_release is not None and args.repo_id:
+            return upload_as_you_go(args)
         results, seconds = convert(args)
         if not args.quiet:
-            print(summary(results, seconds, Path(args.output_dir)))
+            print(summary(results, seconds, output_folder(args)))
         if args.repo_id:
             started = time.perf_counter()
             pushed = push_folder(
-                Path(args.output_dir),
+                output_folder(args),
                 repo_id=args.repo_id,
                 token=args.token,
                 private=args.private,
@@ -211,16 +249,53 @@ def main(argv: list[str] | None = None) -> int:
                     f"{len(pushed.commits)} commits" + (f", pull request {pushed.pull_request}" if pushed.pull_request else "")
                 )
         elif not args.quiet:
-            print(load_hint(results, args.output_dir))
-    except (ReleaseError, PushError) as error:
+            print(load_hint(results, str(output_folder(args))))
+    except ReleaseError as error:  # in this command's words (`in_cli_words`), not the builder's
+        print(f"error: {error.with_hint(in_cli_words(error.hint))}", file=sys.stderr)
+        return 1
+    except PushError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     except OSError as error:  # a full disk, a folder without write access: not a bug to trace
-        print(f"error: {os_error_line(error, Path(args.output_dir))}", file=sys.stderr)
+        print(f"error: {os_error_line(error, output_folder(args))}", file=sys.stderr)
         return 1
     finally:
         logger.setLevel(level)
     return 0
+
+
+def converting_bar(*, total: int, configs: list[str]):
+    """Bytes read from the release and converted (one stream), with an ETA; files uploaded after it."""
+    return hf_tqdm(total=total or None, unit="B", unit_scale=True, desc=f"Downloading and converting {'+'.join(configs)}")
+
+
+def upload_as_you_go(args: argparse.Namespace) -> int:
+    """--from-release with --repo-id: convert and upload in one pass (convert/hub_upload.py)."""
+    run = convert_and_push(
+        args.releases,
+        out_dir=Path(args.output_dir) if args.output_dir else None,  # given: the files stay there
+        repo_id=args.repo_id,
+        token=args.token,
+        private=args.private,
+        revision=args.revision,
+        create_pr=args.create_pr,
+        commit_message=args.commit_message,
+        gated=args.gated,
+        num_proc=args.num_proc,
+        verify=not args.no_verify,
+        strict=not args.lenient,
+        progress_bar=converting_bar,
+    )
+    if not args.quiet:
+        print(summary(run.results, run.seconds, Path(args.output_dir or args.repo_id)))
+        pushed = run.pushed
+        print(
+            f"Pushed to {pushed.repo_url} in {run.seconds:.1f} s: {run.files_sent} files sent as they were made, "
+            f"{len(pushed.uploaded)} committed, {pushed.unchanged} unchanged, {len(pushed.deleted)} deleted, "
+            f"{len(pushed.commits)} commits" + (f", pull request {pushed.pull_request}" if pushed.pull_request else "")
+        )
+    return 0
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -145,6 +145,11 @@ def push_folder(
     raise AssertionError("unreachable")
 
 
+def stale_files(remote, ours) -> list[str]:
+    """Files on the Hub under the converter's names that the dataset no longer has (never one added by hand)."""
+    return sorted(path for path in remote if (PUBLISHED_NAME.match(path) or path == PREVIEW_PATH) and path not in ours)
+
+
 def _push_changes(api: HfApi, folder: Path, repo_id: str, revision: str | None, create_pr: bool, message: str, result: PushResult) -> None:
     info = api.repo_info(repo_id, repo_type=REPO_TYPE, revision=revision)
     parent = info.sha
@@ -161,7 +166,7 @@ def _push_changes(api: HfApi, folder: Path, repo_id: str, revision: str | None, 
     ]
     result.unchanged = len(files) - len(changed)
     # Only files under the converter's names: a file someone added to the repo by hand stays.
-    stale = [path for path in remote if (PUBLISHED_NAME.match(path) or path == PREVIEW_PATH) and path not in files]
+    stale = stale_files(remote, files)
     # Data first, one commit per top folder, then the card: the card never points at missing files.
     batches: list[tuple[list[str], list[str]]] = []
     for top in HUB_LAYOUT_DIRS:

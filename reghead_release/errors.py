@@ -46,6 +46,15 @@ class ReleaseError(Exception):
         return ReleaseError(self.message, file=self.file, key=self.key, hint=hint)
 
 
+class ChecksumMismatch(ReleaseError):
+    """A shard's bytes do not have the SHA-256 that SHA256SUMS lists: a download to do again."""
+
+    def __init__(self, *, file: str, expected: str, actual: str, hint: str | None = None):
+        self.expected = expected
+        self.actual = actual
+        super().__init__(f"SHA-256 mismatch: SHA256SUMS expects {expected}, the shard has {actual}", file=file, hint=hint)
+
+
 @dataclass
 class Problems:
     """Collects what a read found wrong with single samples, to report it once, at the end.

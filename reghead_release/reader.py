@@ -14,7 +14,7 @@ import json
 from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
-from .errors import Problems, ReleaseError, shorten
+from .errors import ChecksumMismatch, Problems, ReleaseError, shorten
 from .schema import (
     EXPRESSIONS,
     IMAGE_EXTENSION,
@@ -325,9 +325,7 @@ def read_shard_records(
         if stream.hash is not None:
             stream.hash.close()  # also when the caller stops early: no thread is left waiting
     if actual != expected_sha256:
-        raise ReleaseError(
-            f"SHA-256 mismatch: SHA256SUMS expects {expected_sha256}, the shard has {actual}", file=file, hint=VERIFY_HINT
-        )
+        raise ChecksumMismatch(file=file, expected=expected_sha256, actual=actual, hint=VERIFY_HINT)
 
 
 def read_shard_rows(raw, **options) -> Iterator[dict]:

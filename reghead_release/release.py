@@ -389,3 +389,21 @@ def read_at_most(fileobj, limit: int, *, file: str) -> bytes:
         if count > limit:
             raise ReleaseError(f"is more than {limit:,} bytes, far more than a release asset holds", file=file, hint=DOWNLOAD_HINT)
     return b"".join(chunks)
+
+
+def read_remote_release(base_url: str, resolution: int) -> tuple[ReleaseIndex, list[Shard]]:
+    """The index and shards of the release published at `base_url` (`<base>/<tag>`), from its own checksums.
+
+    The builder and the converter both find remote shards here: nothing is downloaded but the
+    two small `.tar.gz` assets.
+    """
+    index = read_remote_index(base_url)
+    check_resolution(index, resolution, origin=redact(base_url))
+    return index, remote_shards(index, base_url)
+
+
+def read_release(source: str | os.PathLike, resolution: int) -> tuple[ReleaseIndex, list[Shard]]:
+    """The index and shards of a release given as a local folder or as the URL of its assets (`<base>/<tag>`)."""
+    if is_url(str(source)):
+        return read_remote_release(str(source).rstrip("/"), resolution)
+    return read_local_release(source, resolution)

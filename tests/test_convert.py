@@ -137,11 +137,11 @@ def test_interrupted_run_resumes_without_redoing_finished_shards(releases, tmp_p
     calls = []
     interrupt_at = [3]
 
-    def run_job_then_stop(job, progress=None):
+    def run_job_then_stop(job, *args):
         calls.append(job.shard.name)
         if len(calls) in interrupt_at:
             raise KeyboardInterrupt  # as if the maintainer pressed Ctrl-C during the third shard
-        return real_run_job(job, progress)
+        return real_run_job(job, *args)
 
     monkeypatch.setattr(conversion, "run_job", run_job_then_stop)
     with pytest.raises(KeyboardInterrupt):
