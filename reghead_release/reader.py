@@ -116,7 +116,7 @@ def record_to_row(record: Record) -> dict:
         "style": parts.style,
         "feature": parts.feature,
         "accessories": parts.accessories,
-        **{expression: {"bytes": data, "path": path} for expression, (path, data) in zip(EXPRESSIONS, record.images)},
+        **{expression: {"bytes": bytes(data), "path": path} for expression, (path, data) in zip(EXPRESSIONS, record.images)},
         "sample_json": record.sample_json,
     }
 
@@ -133,16 +133,16 @@ def build_record(sample: Sample, *, file: str, problems: Problems) -> Record | N
     images = []
     for expression in EXPRESSIONS:
         member_name, data = fields[f"{expression}.{IMAGE_EXTENSION}"]
-        if not data.startswith(JPEG_MAGIC):
-            problems.bad_sample("not a JPEG", f"member {member_name!r} is not a JPEG (it starts with {data[:8]!r})", file=file, key=key)
+        if data[: len(JPEG_MAGIC)] != JPEG_MAGIC:
+            problems.bad_sample("not a JPEG", f"member {member_name!r} is not a JPEG (it starts with {bytes(data[:8])!r})", file=file, key=key)
             return None
         images.append((member_name.rpartition("/")[2], data))
     json_member, json_bytes = fields[JSON_FIELD]
     try:
-        sample_json = json_bytes.decode("utf-8")
+        sample_json = str(json_bytes, "utf-8")
         meta = json.loads(sample_json)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        problems.bad_sample("invalid JSON", f"member {json_member!r} is not valid JSON ({error}): {json_bytes[:80]!r}", file=file, key=key)
+        problems.bad_sample("invalid JSON", f"member {json_member!r} is not valid JSON ({error}): {bytes(json_bytes[:80])!r}", file=file, key=key)
         return None
     if not isinstance(meta, dict):
         problems.bad_sample("invalid JSON", f"member {json_member!r} holds {type(meta).__name__}, not an object", file=file, key=key)
