@@ -44,6 +44,7 @@ REGULAR_TYPES = (tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.CONTTYPE)
 EXTENDED_TYPES = (tarfile.XHDTYPE, tarfile.GNUTYPE_LONGNAME)
 DAMAGED_HINT = "Download the shard again"
 _DIGITS = re.compile(rb"[0-9]+")
+_ONE_RECORD = re.compile(rb"([0-9]{1,9}) ([^=\n\0]+)=([^\n]*)\n")
 _EMPTY = memoryview(b"")
 
 
@@ -227,6 +228,9 @@ def _pax_records(data: bytes, stream: ShardStream, header_at: int) -> dict[str, 
 
     Every record must fit in the header and end where its length says, so each one moves on.
     """
+    one = _ONE_RECORD.fullmatch(data)  # the common case: a single `path` record
+    if one and int(one[1]) == len(data):
+        return {one[2].decode("utf-8", "surrogateescape"): one[3].decode("utf-8", "surrogateescape")}
     records = {}
     pos = 0
     while pos < len(data) and data[pos] != 0:
@@ -264,6 +268,8 @@ def parse_header(block: bytes) -> Header:
         except ValueError:
             checksum = -1
         if checksum == _byte_sum(block) - sum(stored) + 256:  # the 8 checksum bytes count as spaces
+            if kind == tarfile.XHDTYPE:
+                return Header("", size, kind)  # its name is never used
             name = block[:100].split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
             prefix = block[345:500].split(b"\0", 1)[0]
             if prefix:
@@ -281,6 +287,8 @@ def _byte_sum(block: bytes) -> int:
     """The sum of a header block's bytes, in C: Adler-32's low half is 1 + the sum of the bytes
     modulo 65521, exact for 256 bytes (at most 65,280), so each half block is summed on its own."""
     return (zlib.adler32(block[:256]) & 0xFFFF) + (zlib.adler32(block[256:]) & 0xFFFF) - 2
+
+
 _ZERO_BLOCK = bytes(BLOCK)
 
 
