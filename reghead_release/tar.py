@@ -33,6 +33,9 @@ BLOCK = tarfile.BLOCKSIZE
 # Bytes read (and hashed) at a time: large enough that per-block costs vanish, small enough that
 # a few blocks per job in flight keep memory flat.
 READ_BYTES = 8 * 2**20
+# The first block is small and each next one twice as large, up to `READ_BYTES`: a stream's first
+# rows come after a few hundred KB, not after a full block.
+FIRST_READ_BYTES = 256 * 2**10
 HASH_QUEUE_BLOCKS = 3
 # A pax extended header or a GNU long name is a few hundred bytes; more is not a RegHead shard.
 MAX_EXTENDED_HEADER = 2**20
@@ -98,14 +101,16 @@ class ShardStream:
         self.size = _known_size(raw)
         self._block = _EMPTY  # the block in hand, already hashed
         self._at = 0  # the caller's position in it
+        self._read_size = FIRST_READ_BYTES
 
     # --- the block in hand ---
 
     def _next_block(self) -> bool:
         """Read and hash the next block; False at the end of the file."""
-        data = self.raw.read(READ_BYTES)
+        data = self.raw.read(min(self._read_size, READ_BYTES))
         if not data:
             return False
+        self._read_size = min(2 * self._read_size, READ_BYTES)
         if self.hash is not None:
             self.hash.update(data)
         self._block, self._at = memoryview(data), 0
