@@ -13,9 +13,9 @@ from __future__ import annotations
 import json
 import os
 from array import array
-from itertools import accumulate
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import accumulate
 from pathlib import Path
 
 import datasets
@@ -30,7 +30,7 @@ from reghead_release.schema import EXPRESSIONS
 # The Hub's own limits, as `datasets` sets them for push_to_hub: 100 MB row groups, 500 MB files.
 ROW_GROUP_BYTES = convert_file_size_to_int(datasets.config.MAX_ROW_GROUP_SIZE)
 FILE_BYTES = convert_file_size_to_int(datasets.config.MAX_SHARD_SIZE)
-# Rows move from Python into Arrow every few MB, so a row group is never held twice.
+# Records move from Python into Arrow every few MB, so a row group is never held twice.
 BATCH_BYTES = 8 * 2**20
 # Images wait for Arrow as slices of the reader's blocks (`READ_BYTES` each): a split that gets a
 # few rows per block (validation, test) moves them on before it keeps more blocks than this alive.

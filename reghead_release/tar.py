@@ -34,7 +34,9 @@ BLOCK = tarfile.BLOCKSIZE
 # a few blocks per job in flight keep memory flat.
 READ_BYTES = 8 * 2**20
 # The first block is small and each next one twice as large, up to `READ_BYTES`: a stream's first
-# rows come after a few hundred KB, not after a full block.
+# rows come after a few hundred KB, not after a full block. A seek starts small again, so that a
+# read that skips most samples (the validation and test splits, unverified) reads little more
+# than the samples it keeps.
 FIRST_READ_BYTES = 256 * 2**10
 HASH_QUEUE_BLOCKS = 3
 # A pax extended header or a GNU long name is a few hundred bytes; more is not a RegHead shard.
@@ -155,6 +157,7 @@ class ShardStream:
             beyond = size - self._in_hand
             self.raw.seek(beyond, io.SEEK_CUR)  # forward only: `beyond` is positive
             self._block, self._at = _EMPTY, 0
+            self._read_size = FIRST_READ_BYTES  # a reader that skips wants small blocks, not large ones
             self.offset += size
             return
         left = size
