@@ -535,7 +535,7 @@ def test_fuzzed_header_fields_end_in_rows_or_a_release_error(fuzz_shard):
     with tarfile.open(fileobj=io.BytesIO(original)) as archive:
         headers = [(m.offset, m.offset_data, bool(m.pax_headers)) for m in archive]
     rng = random.Random(14)
-    for case in range(120):
+    for case in range(250):
         mutated = bytearray(original)
         header_at, data_at, has_pax = rng.choice(headers)
         block_at = data_at - tarfile.BLOCKSIZE  # the member's own header, after any pax header
