@@ -55,12 +55,12 @@ import pyarrow
 from reghead_release import reader as _reader, schema as _schema, tar as _tar
 from reghead_release.errors import ChecksumMismatch, Problems, ReleaseError, logger
 from reghead_release.http import is_url
-from reghead_release.reader import read_shard_rows
+from reghead_release.reader import Record, read_shard_records
 from reghead_release.release import Shard, open_shard, read_release
 from reghead_release.schema import ATTRIBUTE_COLUMNS, FEATURES, SPLITS, Vocabulary, split_of
 
 from . import parquet as _parquet
-from .parquet import FILE_BYTES, ROW_GROUP_BYTES, TMP_SUFFIX, Part, SplitParquetWriter, row_image_bytes
+from .parquet import FILE_BYTES, ROW_GROUP_BYTES, TMP_SUFFIX, Part, SplitParquetWriter, record_image_bytes
 
 WORK_DIR = ".reghead-work"
 PUBLISHED_RECORD = ".reghead-published.json"  # the converter's record of what it made in <out>
@@ -126,12 +126,13 @@ class SplitStats:
     image_bytes: int = 0
     attributes: dict[str, Counter] = field(default_factory=lambda: {name: Counter() for name in ATTRIBUTE_COLUMNS})
 
-    def add_row(self, row: dict, image_bytes: int) -> None:
+    def add_record(self, record: Record, image_bytes: int) -> None:
         self.rows += 1
         self.image_bytes += image_bytes
-        for name in ("animal", "style", "feature"):
-            self.attributes[name][row[name] if row[name] is not None else "(unparsed)"] += 1
-        self.attributes["accessories"].update(row["accessories"])
+        parts = record.parts
+        for name, value in (("animal", parts.animal), ("style", parts.style), ("feature", parts.feature)):
+            self.attributes[name][value if value is not None else "(unparsed)"] += 1
+        self.attributes["accessories"].update(parts.accessories)
 
     def merge(self, other: "SplitStats") -> None:
         self.rows += other.rows
@@ -255,7 +256,7 @@ def run_job(
     unreported = 0
     try:
         with open_shard(job.shard.location, what=job.shard.name) as raw:
-            rows = read_shard_rows(
+            samples = read_shard_records(
                 raw,
                 file=job.shard.name,
                 expected_sha256=job.shard.sha256 if job.verify else None,
@@ -263,14 +264,14 @@ def run_job(
                 resolution=int(job.config),
                 vocabulary=job.vocabulary,
             )
-            for row in rows:
+            for sample in samples:
                 if stop is not None and stop.is_set():
                     raise Cancelled(job.shard.name)
-                split = split_of(row["sample_key"])
-                size = row_image_bytes(row)
-                writers[split].add(row, size)
-                keys.append(row["sample_key"])
-                stats[split].add_row(row, size)
+                split = split_of(sample.sample_key)
+                size = record_image_bytes(sample)
+                writers[split].add(sample, size)
+                keys.append(sample.sample_key)
+                stats[split].add_record(sample, size)
                 if sum(w.buffered_bytes for w in writers.values()) > JOB_BUFFER_BYTES:
                     max(writers.values(), key=lambda w: w.buffered_bytes).flush_row_group()
                 unreported += size

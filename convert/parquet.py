@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import json
 import os
+from array import array
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from itertools import accumulate
 from pathlib import Path
 
 import datasets
@@ -22,14 +24,20 @@ import pyarrow.parquet as pq
 from datasets.arrow_writer import get_parquet_column_options
 from datasets.utils.py_utils import convert_file_size_to_int
 
+from reghead_release.reader import Record
 from reghead_release.schema import EXPRESSIONS
 
 # The Hub's own limits, as `datasets` sets them for push_to_hub: 100 MB row groups, 500 MB files.
 ROW_GROUP_BYTES = convert_file_size_to_int(datasets.config.MAX_ROW_GROUP_SIZE)
 FILE_BYTES = convert_file_size_to_int(datasets.config.MAX_SHARD_SIZE)
-# Rows move from Python into Arrow every few MB, so a row group is never held twice.
+# Records move from Python into Arrow every few MB, so a row group is never held twice.
 BATCH_BYTES = 8 * 2**20
+# Images wait for Arrow as slices of the reader's blocks (`READ_BYTES` each): a split that gets a
+# few rows per block (validation, test) moves them on before it keeps more blocks than this alive.
+HELD_BLOCKS = 2
 TMP_SUFFIX = ".tmp"
+# The columns other than the images, in the order `RecordColumns.append` fills them.
+SCALAR_COLUMNS = ("sample_key", "identity", "identity_index", "animal", "style", "feature", "accessories", "sample_json")
 
 
 def _leaf_paths(field: pa.Field) -> Iterator[str]:
@@ -54,21 +62,67 @@ def writer_options(features: datasets.Features) -> dict:
     return options
 
 
-def rows_to_batch(rows: list[dict], schema: pa.Schema) -> pa.RecordBatch:
-    """Rows (images as {"bytes", "path"}) to one record batch; image bytes are copied once, never decoded."""
-    arrays = []
-    for field in schema:
-        values = [row[field.name] for row in rows]
-        if field.name in EXPRESSIONS:
-            children = [pa.array([value[child.name] for value in values], type=child.type) for child in field.type]
-            arrays.append(pa.StructArray.from_arrays(children, fields=list(field.type)))
-        else:
-            arrays.append(pa.array(values, type=field.type))
-    return pa.RecordBatch.from_arrays(arrays, schema=schema)
+class ImageColumn:
+    """One image column being gathered: its images as the reader handed them out, and their paths.
+
+    The images are joined into one buffer, with one array of offsets, when the column moves to
+    Arrow: each image is copied exactly once, and Arrow takes the joined buffer without a copy.
+    """
+
+    def __init__(self):
+        self.images: list = []
+        self.paths: list[str] = []
+
+    def append(self, path: str, data) -> None:
+        self.images.append(data)
+        self.paths.append(path)
+
+    def to_arrow(self, struct_type: pa.StructType) -> pa.StructArray:
+        """The column as `datasets.Image()` stores it: struct<bytes: binary, path: string>."""
+        offsets = array("i", [0])  # Arrow's 32-bit binary offsets
+        offsets.extend(accumulate(map(len, self.images)))
+        buffers = [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(self.images))]
+        data = pa.Array.from_buffers(pa.binary(), len(self.paths), buffers)
+        paths = pa.array(self.paths, type=pa.string())
+        return pa.StructArray.from_arrays([data, paths], fields=list(struct_type))
 
 
-def row_image_bytes(row: dict) -> int:
-    return sum(len(row[expression]["bytes"]) for expression in EXPRESSIONS)
+class RecordColumns:
+    """Records gathered column by column, turned into one record batch at a time."""
+
+    def __init__(self, schema: pa.Schema):
+        self.schema = schema
+        self.rows = 0
+        self.image_bytes = 0
+        self._scalars: dict[str, list] = {name: [] for name in SCALAR_COLUMNS}
+        self._images = [ImageColumn() for _ in EXPRESSIONS]
+        self.blocks: set[int] = set()  # the reader's blocks that the images waiting here keep alive
+
+    def append(self, record: Record, size: int) -> None:
+        parts = record.parts
+        values = (record.sample_key, record.identity, parts.index, parts.animal, parts.style, parts.feature, parts.accessories, record.sample_json)
+        for column, value in zip(self._scalars.values(), values):
+            column.append(value)
+        for column, (path, data) in zip(self._images, record.images):
+            column.append(path, data)
+            if isinstance(data, memoryview):
+                self.blocks.add(id(data.obj))
+        self.rows += 1
+        self.image_bytes += size
+
+    def to_batch(self) -> pa.RecordBatch:
+        arrays = []
+        images = dict(zip(EXPRESSIONS, self._images))
+        for field in self.schema:
+            if field.name in images:
+                arrays.append(images[field.name].to_arrow(field.type))
+            else:
+                arrays.append(pa.array(self._scalars[field.name], type=field.type))
+        return pa.RecordBatch.from_arrays(arrays, schema=self.schema)
+
+
+def record_image_bytes(record: Record) -> int:
+    return sum(len(data) for _, data in record.images)
 
 
 @dataclass(frozen=True)
@@ -105,8 +159,7 @@ class SplitParquetWriter:
         self.row_group_bytes = row_group_bytes
         self.file_bytes = file_bytes
         self.parts: list[Part] = []
-        self._rows: list[dict] = []  # rows not yet in Arrow
-        self._rows_bytes = 0
+        self._columns = RecordColumns(self.schema)  # records not yet in Arrow
         self._batches: list[pa.RecordBatch] = []  # the row group being gathered
         self._group_rows = 0
         self._group_bytes = 0
@@ -116,26 +169,25 @@ class SplitParquetWriter:
 
     @property
     def buffered_bytes(self) -> int:
-        return self._group_bytes + self._rows_bytes
+        return self._group_bytes + self._columns.image_bytes
 
-    def add(self, row: dict, size: int) -> None:
-        """Buffer a row whose images take `size` bytes (`row_image_bytes`)."""
+    def add(self, record: Record, size: int) -> None:
+        """Buffer a record whose images take `size` bytes (`record_image_bytes`)."""
         if self.buffered_bytes and self.buffered_bytes + size > self.row_group_bytes:
             self.flush_row_group()
-        self._rows.append(row)
-        self._rows_bytes += size
-        if self._rows_bytes >= BATCH_BYTES:
-            self._move_rows_to_arrow()
+        self._columns.append(record, size)
+        if self._columns.image_bytes >= BATCH_BYTES or len(self._columns.blocks) > HELD_BLOCKS:
+            self._move_records_to_arrow()
 
-    def _move_rows_to_arrow(self) -> None:
-        if self._rows:
-            self._batches.append(rows_to_batch(self._rows, self.schema))
-            self._group_rows += len(self._rows)
-            self._group_bytes += self._rows_bytes
-            self._rows, self._rows_bytes = [], 0
+    def _move_records_to_arrow(self) -> None:
+        if self._columns.rows:
+            self._batches.append(self._columns.to_batch())
+            self._group_rows += self._columns.rows
+            self._group_bytes += self._columns.image_bytes
+            self._columns = RecordColumns(self.schema)
 
     def flush_row_group(self) -> None:
-        self._move_rows_to_arrow()
+        self._move_records_to_arrow()
         if not self._batches:
             return
         if self._writer is not None and self._file_bytes + self._group_bytes > self.file_bytes:

@@ -226,7 +226,7 @@ def record_to_row(record: Record) -> dict:
         "style": parts.style,
         "feature": parts.feature,
         "accessories": parts.accessories,
-        **{expression: {"bytes": data, "path": path} for expression, (path, data) in zip(EXPRESSIONS, record.images)},
+        **{expression: {"bytes": bytes(data), "path": path} for expression, (path, data) in zip(EXPRESSIONS, record.images)},
         "sample_json": record.sample_json,
     }
 

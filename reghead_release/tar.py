@@ -1,9 +1,17 @@
 """The tar layer of the reader: a shard's bytes in, regular-file members out, hashed in the same pass.
 
-A shard is read front to back exactly once. Its SHA-256 is computed from the same bytes the
-members are made of, so verifying costs no second read. Whatever the caller does not read is
-skipped: seeked over when the shard is not being verified and the file can seek, read and hashed
-otherwise. Nothing is ever extracted.
+A shard is read front to back exactly once, in large blocks (`READ_BYTES`): each block is hashed
+with one SHA-256 update (in a thread of its own, so hashing overlaps with the rest), tar headers
+are parsed out of the block, and member data is handed out as `memoryview` slices of the block,
+copied only when a member straddles two blocks. Verifying therefore costs no second read and no
+copy. Whatever the caller does not read is skipped: for free inside the block in hand, seeked over
+when the shard is not being verified and the file can seek, read and hashed otherwise. Nothing is
+ever extracted.
+
+The bytes are untrusted: every size, offset and record length is checked before it is used, so
+that each step either moves forward through the shard or raises `ReleaseError` naming the shard
+and the byte offset. Nothing is ever seeked backwards, and nothing larger than the shard (when its
+size is known) or than a bound that fits its role is allocated.
 """
 
 from __future__ import annotations
@@ -12,17 +20,37 @@ import hashlib
 import io
 import os
 import queue
+import re
 import tarfile
 import threading
+import zlib
 from collections.abc import Iterator
 from typing import NamedTuple
 
 from .errors import ReleaseError
 
 BLOCK = tarfile.BLOCKSIZE
-SKIP_CHUNK = 1 << 20
+# Bytes read (and hashed) at a time: large enough that per-block costs vanish, small enough that
+# a few blocks per job in flight keep memory flat.
+READ_BYTES = 8 * 2**20
+# The first block is small and each next one twice as large, up to `READ_BYTES`: a stream's first
+# rows come after a few hundred KB, not after a full block. A seek starts small again, so that a
+# read that skips most samples (the validation and test splits, unverified) reads little more
+# than the samples it keeps.
+FIRST_READ_BYTES = 256 * 2**10
+HASH_QUEUE_BLOCKS = 3
+# A pax extended header or a GNU long name is a few hundred bytes; more is not a RegHead shard.
+MAX_EXTENDED_HEADER = 2**20
+# No member of a release comes near this; refusing it up front keeps a lying header from
+# allocating memory (when the shard's size is not known) or overflowing Arrow's 32-bit offsets.
+MAX_MEMBER_BYTES = 2**30
 JPEG_MAGIC = b"\xff\xd8\xff"
 REGULAR_TYPES = (tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.CONTTYPE)
+EXTENDED_TYPES = (tarfile.XHDTYPE, tarfile.GNUTYPE_LONGNAME)
+DAMAGED_HINT = "Download the shard again"
+_DIGITS = re.compile(rb"[0-9]+")
+_ONE_RECORD = re.compile(rb"([0-9]{1,9}) ([^=\n\0]+)=([^\n]*)\n")
+_EMPTY = memoryview(b"")
 
 
 class BackgroundSha256:
@@ -32,7 +60,7 @@ class BackgroundSha256:
     wall time. The queue is bounded, so a slow hash holds the reader back instead of memory.
     """
 
-    def __init__(self, depth: int = 64):
+    def __init__(self, depth: int = HASH_QUEUE_BLOCKS):
         self._hash = hashlib.sha256()
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
         self._thread = threading.Thread(target=self._run, name="reghead-sha256", daemon=True)
@@ -42,7 +70,7 @@ class BackgroundSha256:
         while (data := self._queue.get()) is not None:
             self._hash.update(data)
 
-    def update(self, data: bytes) -> None:
+    def update(self, data) -> None:
         self._queue.put(data)
 
     def hexdigest(self) -> str:
@@ -58,8 +86,11 @@ class BackgroundSha256:
 class ShardStream:
     """A forward-only view of a shard's bytes that counts, hashes and skips them.
 
-    `read(n)` returns exactly `n` bytes or raises `ReleaseError` (a truncated shard).
-    `skip(n)` seeks when nothing is hashed and the file can seek; otherwise it reads and hashes.
+    `read(n)` returns exactly `n` bytes as a bytes-like object (often a `memoryview` slice of the
+    block in hand: use `bytes(...)` where a real `bytes` is needed) or raises `ReleaseError`.
+    `skip(n)` moves on without copying; past the block in hand it seeks when nothing is hashed
+    and the file can seek, and otherwise reads and hashes. `offset` is the position in the shard
+    of the next byte the caller gets.
     """
 
     def __init__(self, raw, *, file: str, verify: bool):
@@ -70,71 +101,114 @@ class ShardStream:
         self.hash = BackgroundSha256() if verify else None
         self.can_seek = not verify and _seekable(raw)
         self.size = _known_size(raw)
+        self._block = _EMPTY  # the block in hand, already hashed
+        self._at = 0  # the caller's position in it
+        self._read_size = FIRST_READ_BYTES
 
-    def read(self, size: int, *, what: str = "a member") -> bytes:
-        self._require(size, what)
-        data = self.raw.read(size)
-        if len(data) < size:
-            data = self._read_rest(data, size, what)
+    # --- the block in hand ---
+
+    def _next_block(self) -> bool:
+        """Read and hash the next block; False at the end of the file."""
+        data = self.raw.read(min(self._read_size, READ_BYTES))
+        if not data:
+            return False
+        self._read_size = min(2 * self._read_size, READ_BYTES)
         if self.hash is not None:
             self.hash.update(data)
-        self.offset += size
-        return data
+        self._block, self._at = memoryview(data), 0
+        return True
 
-    def _read_rest(self, data: bytes, size: int, what: str) -> bytes:
-        chunks = [data]
-        got = len(data)
+    @property
+    def _in_hand(self) -> int:
+        return len(self._block) - self._at
+
+    # --- reading ---
+
+    def read(self, size: int, *, what: str = "a member"):
+        """Exactly `size` bytes, as a bytes-like object; a short shard raises `ReleaseError`."""
+        self.require(size, what)
+        if size > MAX_MEMBER_BYTES:
+            self.fail(f"{what} claims {size:,} bytes, more than any RegHead member ({MAX_MEMBER_BYTES:,})")
+        start = self._at
+        if size <= len(self._block) - start:
+            self._at = start + size
+            self.offset += size
+            return self._block[start : start + size]
+        parts = [self._block[start:]]
+        got = len(parts[0])
         while got < size:
-            chunk = self.raw.read(min(size - got, SKIP_CHUNK))
-            if not chunk:
+            if not self._next_block():
                 self._truncated(got, size, what)
-            chunks.append(chunk)
-            got += len(chunk)
-        return b"".join(chunks)
+            take = min(size - got, len(self._block))
+            parts.append(self._block[:take])
+            self._at = take
+            got += take
+        self.offset += size
+        return b"".join(parts)
 
-    def _require(self, size: int, what: str) -> None:
-        """Refuse, before reading or seeking, `size` bytes that a file of known size does not have."""
+    def skip(self, size: int, *, what: str = "a member") -> None:
+        """Move `size` bytes forward without handing them out."""
+        self.require(size, what)
+        if size <= self._in_hand:
+            self._at += size
+            self.offset += size
+            return
+        if self.can_seek:
+            beyond = size - self._in_hand
+            self.raw.seek(beyond, io.SEEK_CUR)  # forward only: `beyond` is positive
+            self._block, self._at = _EMPTY, 0
+            self._read_size = FIRST_READ_BYTES  # a reader that skips wants small blocks, not large ones
+            self.offset += size
+            return
+        left = size
+        while left:
+            if not self._in_hand and not self._next_block():
+                self._truncated(size - left, size, what)
+            take = min(left, self._in_hand)
+            self._at += take
+            left -= take
+        self.offset += size
+
+    def next_header(self) -> bytes:
+        """The next 512-byte header block, or b"" at a clean end of file."""
+        at = self._at
+        if len(self._block) - at >= BLOCK:  # the common case, kept short: once per member
+            self._at = at + BLOCK
+            self.offset += BLOCK
+            return self._block[at : at + BLOCK].tobytes()
+        if not self._in_hand and not self._next_block():
+            return b""
+        return bytes(self.read(BLOCK, what="a tar header"))
+
+    def finish(self) -> str:
+        """Read and hash what follows the last member (the tar trailer); return the hex digest."""
+        assert self.hash is not None, "finish() is only for a verified read"
+        self.offset += self._in_hand
+        self._block, self._at = _EMPTY, 0
+        while self._next_block():
+            self.offset += len(self._block)
+        self._block = _EMPTY
+        return self.hash.hexdigest()
+
+    # --- checks ---
+
+    def require(self, size: int, what: str) -> None:
+        """Refuse a negative size, and `size` bytes that a file of known size does not have."""
+        if size < 0:
+            self.fail(f"{what} has a negative size ({size})")
         if self.size is not None and self.offset + size > self.size:
             self._truncated(self.size - self.offset, size, what)
+
+    def fail(self, message: str, *, at: int | None = None):
+        raise ReleaseError(f"{message} at byte {self.offset if at is None else at}", file=self.file, hint=DAMAGED_HINT)
 
     def _truncated(self, available: int, size: int, what: str):
         raise ReleaseError(
             f"the shard is truncated: it ends at byte {self.offset + available}, inside {what} "
             f"that needs {size} bytes from byte {self.offset}",
             file=self.file,
-            hint="Download the shard again",
+            hint=DAMAGED_HINT,
         )
-
-    def skip(self, size: int, *, what: str = "a member") -> None:
-        if self.can_seek:
-            self._require(size, what)
-            self.raw.seek(size, 1)
-            self.offset += size
-            return
-        while size:
-            step = min(size, SKIP_CHUNK)
-            self.read(step, what=what)
-            size -= step
-
-    def read_block(self) -> bytes:
-        """The next 512-byte header block, or b"" at a clean end of file."""
-        block = self.raw.read(BLOCK)
-        if not block:
-            return b""
-        if len(block) < BLOCK:
-            block = self._read_rest(block, BLOCK, "a tar header")
-        if self.hash is not None:
-            self.hash.update(block)
-        self.offset += BLOCK
-        return block
-
-    def finish(self) -> str:
-        """Read and hash what follows the last member (the tar trailer); return the hex digest."""
-        assert self.hash is not None, "finish() is only for a verified read"
-        while chunk := self.raw.read(SKIP_CHUNK):
-            self.hash.update(chunk)
-            self.offset += len(chunk)
-        return self.hash.hexdigest()
 
 
 def _known_size(raw) -> int | None:
@@ -157,20 +231,26 @@ class Member(NamedTuple):
     size: int
 
 
-def _pax_records(data: bytes, file: str, offset: int) -> dict[str, str]:
-    """The records of a pax extended header: `<length> <key>=<value>\\n`, repeated."""
+def _pax_records(data: bytes, stream: ShardStream, header_at: int) -> dict[str, str]:
+    """The records of a pax extended header: `<length> <key>=<value>\\n`, repeated.
+
+    Every record must fit in the header and end where its length says, so each one moves on.
+    """
+    one = _ONE_RECORD.fullmatch(data)  # the common case: a single `path` record
+    if one and int(one[1]) == len(data):
+        return {one[2].decode("utf-8", "surrogateescape"): one[3].decode("utf-8", "surrogateescape")}
     records = {}
     pos = 0
     while pos < len(data) and data[pos] != 0:
-        space = data.find(b" ", pos)
-        try:
-            length = int(data[pos:space])
-        except ValueError:
-            raise ReleaseError(f"bad pax header at byte {offset}: {data[pos:pos + 40]!r}", file=file) from None
-        record = data[space + 1 : pos + length - 1]
-        key, _, value = record.partition(b"=")
+        space = data.find(b" ", pos, pos + 20)
+        digits = data[pos:space] if space > pos else b""
+        length = int(digits) if _DIGITS.fullmatch(digits) else 0
+        end = pos + length
+        if length < len(digits) + 4 or end > len(data) or data[end - 1] != 0x0A or b"=" not in data[space:end]:
+            stream.fail(f"bad pax record {bytes(data[pos:pos + 40])!r} in the extended header", at=header_at + BLOCK + pos)
+        key, _, value = data[space + 1 : end - 1].partition(b"=")
         records[key.decode("utf-8", "surrogateescape")] = value.decode("utf-8", "surrogateescape")
-        pos += length
+        pos = end
     return records
 
 
@@ -195,7 +275,9 @@ def parse_header(block: bytes) -> Header:
             size = int(size_field.split(b"\0", 1)[0].strip() or b"0", 8)
         except ValueError:
             checksum = -1
-        if checksum == sum(block) - sum(stored) + 256:  # the 8 checksum bytes count as spaces
+        if checksum == _byte_sum(block) - sum(stored) + 256:  # the 8 checksum bytes count as spaces
+            if kind == tarfile.XHDTYPE:
+                return Header("", size, kind)  # its name is never used
             name = block[:100].split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
             prefix = block[345:500].split(b"\0", 1)[0]
             if prefix:
@@ -209,54 +291,78 @@ def parse_header(block: bytes) -> Header:
 _FAST_TYPES = (tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.XHDTYPE)
 
 
+def _byte_sum(block: bytes) -> int:
+    """The sum of a header block's bytes, in C: Adler-32's low half is 1 + the sum of the bytes
+    modulo 65521, exact for 256 bytes (at most 65,280), so each half block is summed on its own."""
+    return (zlib.adler32(block[:256]) & 0xFFFF) + (zlib.adler32(block[256:]) & 0xFFFF) - 2
+
+
+_ZERO_BLOCK = bytes(BLOCK)
+
+
+def _member_size(pax: dict[str, str], header_size: int, stream: ShardStream, header_at: int) -> int:
+    """The member's size: the pax `size` record when there is one, else the header's field."""
+    if "size" not in pax:
+        size = header_size
+    elif _DIGITS.fullmatch(pax["size"].encode("utf-8", "surrogateescape")):
+        size = int(pax["size"])
+    else:
+        stream.fail(f"bad pax size {pax['size'][:40]!r} for the member whose header is", at=header_at)
+    if size < 0:
+        stream.fail(f"negative size ({size}) for the member whose header is", at=header_at)
+    return size
+
+
 def iter_members(stream: ShardStream) -> Iterator[Member]:
     """The regular-file members of a tar, in order (ustar, pax and GNU long names).
 
     After a member is yielded, the caller may `stream.read(member.size)` its data, or leave it:
     whatever the caller did not read is skipped before the next header is read. Directories,
-    links and other special members are passed over: nothing is ever extracted.
+    links and other special members are passed over: nothing is ever extracted. Each header
+    moves the stream forward by at least one block.
     """
     long_name = None
     pax: dict[str, str] = {}
     while True:
         header_at = stream.offset
-        block = stream.read_block()
+        block = stream.next_header()
         if not block and header_at:
             # tar writers always end an archive with zero blocks: without them, bytes are missing
             raise ReleaseError(
                 f"the shard is truncated: it ends at byte {header_at} without the tar end-of-archive blocks",
                 file=stream.file,
-                hint="Download the shard again",
+                hint=DAMAGED_HINT,
             )
-        if not block or block == tarfile.NUL * BLOCK:
+        if not block or block == _ZERO_BLOCK:
             return
         try:
             info = parse_header(block)
-        except tarfile.HeaderError as error:
+        except (tarfile.HeaderError, ValueError) as error:
             raise ReleaseError(
-                f"not a tar header at byte {header_at} ({error})", file=stream.file, hint="Download the shard again"
+                f"not a tar header at byte {header_at} ({error})", file=stream.file, hint=DAMAGED_HINT
             ) from None
-        try:
-            size = int(pax.get("size", info.size))
-        except ValueError:
-            raise ReleaseError(f"bad pax size {pax['size']!r} at byte {header_at}", file=stream.file, hint="Download the shard again") from None
-        padded = size + (-size) % BLOCK
-        if info.type in (tarfile.XHDTYPE, tarfile.GNUTYPE_LONGNAME):
-            data = stream.read(padded, what="an extended header")[:size]
+        if info.type in EXTENDED_TYPES:
+            if not 0 <= info.size <= MAX_EXTENDED_HEADER:
+                stream.fail(f"an extended header of {info.size:,} bytes (at most {MAX_EXTENDED_HEADER:,})", at=header_at)
+            data = bytes(stream.read(info.size + (-info.size) % BLOCK, what="an extended header")[: info.size])
             if info.type == tarfile.XHDTYPE:
-                pax = _pax_records(data, stream.file, header_at)
+                pax = _pax_records(data, stream, header_at)
             else:
                 long_name = data.rstrip(b"\0").decode("utf-8", "surrogateescape")
             continue
+        size = _member_size(pax, info.size, stream, header_at)
+        padded = size + (-size) % BLOCK
         name = pax.get("path") or long_name or info.name
         long_name, pax = None, {}
         if info.type not in REGULAR_TYPES:
             stream.skip(padded, what=f"member {name!r}")
             continue
+        what = f"member {name!r}"
+        stream.require(padded, what)  # a member longer than the rest of the shard: refused now
         data_end = stream.offset + size
         stream.members += 1
         yield Member(name, size)
         left = data_end - stream.offset
         if left < 0:
             raise AssertionError(f"read past the end of member {name!r}")
-        stream.skip(left + (-size) % BLOCK, what=f"member {name!r}")
+        stream.skip(left + (-size) % BLOCK, what=what)

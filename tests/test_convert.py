@@ -220,3 +220,31 @@ def test_bad_release_argument_is_refused(capsys):
 def test_missing_release_folder_is_a_clear_error(tmp_path, capsys):
     assert main([f"--release=512={tmp_path / 'nowhere'}", f"--output-dir={tmp_path / 'out'}", "--quiet"]) == 1
     assert "nowhere" in capsys.readouterr().err
+
+
+def test_image_columns_hold_the_tar_members_byte_for_byte(converted, releases):
+    """Each image cell of the parquet files is its tar member's bytes and base name; rows are in tar order."""
+    import tarfile
+
+    for resolution, release in releases.items():
+        members, order = {}, []
+        for shard in release.shard_paths:
+            with tarfile.open(shard) as archive:
+                for member in archive:
+                    members[member.name] = archive.extractfile(member).read()
+                    key = member.name.split(".")[0]
+                    if not order or order[-1] != key:
+                        order.append(key)
+        seen = []
+        for path in sorted((converted / str(resolution)).glob("*.parquet")):
+            table = pq.read_table(path)
+            for row in table.to_pylist():
+                seen.append(row["sample_key"])
+                for expression in EXPRESSIONS:
+                    name = f"{row['sample_key']}.{expression}.jpg"
+                    assert row[expression] == {"bytes": members[name], "path": name}
+                assert row["sample_json"].encode() == members[f"{row['sample_key']}.json"]
+        assert sorted(seen) == sorted(order)
+        for split in ("train", "validation", "test"):
+            in_split = [key for key in seen if split_of(key) == split]
+            assert in_split == [key for key in order if split_of(key) == split]

@@ -507,3 +507,66 @@ def test_fuzzed_json_gives_correct_rows_or_a_release_error(fuzz_shard, data):
     row = next(r for r in rows if r["sample_key"] == key)
     assert row["sample_json"].encode("utf-8") == new
     check_rows_against_tar(buffer.getvalue(), rows)
+
+
+def _with_checksum(block: bytearray) -> None:
+    """Give a header block the checksum of its bytes, so that a changed field is believed."""
+    block[148:156] = b" " * 8
+    block[148:156] = b"%06o\0 " % sum(block)
+
+
+HEADER_EDITS = {
+    # name: edit(header block, rng) -> None; the checksum is recomputed afterwards
+    "size octal": lambda block, rng: block.__setitem__(slice(124, 136), b"%011o\0" % rng.choice([0, 1, 511, 513, 10**6, 8**11 - 1])),
+    "size negative": lambda block, rng: block.__setitem__(slice(124, 136), b"-%010o\0" % rng.randrange(1, 10**6)),
+    "size base 256": lambda block, rng: block.__setitem__(slice(124, 136), bytes([rng.choice([0x80, 0xFF])]) + rng.randbytes(11)),
+    "size garbage": lambda block, rng: block.__setitem__(slice(124, 136), rng.randbytes(12)),
+    "type": lambda block, rng: block.__setitem__(156, rng.choice(b"0125KLSxgV\0")),
+}
+PAX_DIGITS = [b"0", b"00", b"-5", b"1", b"9999", b"", b"x"]
+
+
+@pytest.mark.timeout(120)
+def test_fuzzed_header_fields_end_in_rows_or_a_release_error(fuzz_shard):
+    """Sizes, types, checksums and pax record lengths of a real shard's headers changed: every read ends.
+
+    A seeded loop, bounded in count: each case is read verified and not, from a file that can seek
+    (unverified reads seek over what they skip) and from one that cannot.
+    """
+    import random
+
+    original, _ = fuzz_shard
+    with tarfile.open(fileobj=io.BytesIO(original)) as archive:
+        headers = [(m.offset, m.offset_data, bool(m.pax_headers)) for m in archive]
+    rng = random.Random(14)
+    for case in range(250):
+        mutated = bytearray(original)
+        header_at, data_at, has_pax = rng.choice(headers)
+        block_at = data_at - tarfile.BLOCKSIZE  # the member's own header, after any pax header
+        kind = rng.choice([*HEADER_EDITS, "checksum", "pax digits"] if has_pax else [*HEADER_EDITS, "checksum"])
+        if kind == "pax digits":
+            pax_data = header_at + tarfile.BLOCKSIZE
+            digits = bytes(mutated[pax_data : pax_data + 20]).split(b" ", 1)[0]
+            new = rng.choice(PAX_DIGITS)
+            mutated[pax_data : pax_data + len(digits)] = new.ljust(len(digits), b"0")[: len(digits)] if new else b" " * len(digits)
+        elif kind == "checksum":
+            mutated[block_at + 148 : block_at + 156] = b"%06o\0 " % rng.randrange(8**6)
+        else:
+            block = bytearray(mutated[block_at : block_at + tarfile.BLOCKSIZE])
+            HEADER_EDITS[kind](block, rng)
+            _with_checksum(block)
+            mutated[block_at : block_at + tarfile.BLOCKSIZE] = block
+        data = bytes(mutated)
+        for verify in (True, False):
+            for raw in (io.BytesIO(data), io.BufferedReader(io.BytesIO(data))):
+                raw.seekable = (lambda: False) if isinstance(raw, io.BufferedReader) else raw.seekable
+                rows = []
+                try:
+                    for row in read_shard_rows(
+                        raw, file="fuzz.tar", expected_sha256=hashlib.sha256(original).hexdigest() if verify else None
+                    ):
+                        rows.append(row)
+                except ReleaseError:
+                    continue
+                assert not verify or data == original, f"case {case} ({kind}): a verified read of changed bytes must raise"
+                check_rows_against_tar(data, rows)
