@@ -22,9 +22,14 @@ def diy(out: Path, shards: list[str]) -> None:
 
     from reghead_release.schema import SPLITS, split_of
 
-    dataset = datasets.load_dataset("webdataset", data_files={"train": shards}, split="train", cache_dir=str(out / "cache"))
+    files = {"train": shards}
+    dataset = datasets.load_dataset("webdataset", data_files=files, split="train", cache_dir=str(out / "cache"))
     for split in SPLITS:
-        part = dataset.filter(lambda keys, split=split: [split_of(k) == split for k in keys], input_columns="__key__", batched=True)
+
+        def in_split(keys: list[str], split: str = split) -> list[bool]:
+            return [split_of(key) == split for key in keys]
+
+        part = dataset.filter(in_split, input_columns="__key__", batched=True)
         part.to_parquet(str(out / f"{split}.parquet"))
 
 

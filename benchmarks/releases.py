@@ -87,7 +87,9 @@ def release(kind: str, data_dir: Path = DATA_DIR) -> Path:
     else:
         identities, per_shard = WRITTEN[kind]
         images = release_images(data_dir)
-        write_sample_release(root, resolution=RESOLUTION, num_identities=identities, samples_per_shard=per_shard, images_dir=images)
+        write_sample_release(
+            root, resolution=RESOLUTION, num_identities=identities, samples_per_shard=per_shard, images_dir=images
+        )
     (root / MARKER).touch()
     return root
 
@@ -103,7 +105,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     root = release(args.kind, args.data_dir)
     sizes = [path.stat().st_size for path in shards(root)]
-    print(f"{root}: {len(sizes)} shards, {sum(sizes) / 2**30:.2f} GiB, {min(sizes) / 1e9:.2f}-{max(sizes) / 1e9:.2f} GB each")
+    low, high = min(sizes) / 1e9, max(sizes) / 1e9
+    print(f"{root}: {len(sizes)} shards, {sum(sizes) / 2**30:.2f} GiB, {low:.2f}-{high:.2f} GB each")
 
 
 if __name__ == "__main__":

@@ -36,14 +36,20 @@ sys.path.insert(0, str(BENCH))
 import releases  # noqa: E402
 
 PYTHON = sys.executable
+LOAD_AT_START = os.getloadavg()[0]
 DOCS = REPO / "docs" / "BENCHMARKS.md"
 TIME_FORMAT = "%e %U %S %M"  # wall s, user s, sys s, max RSS KiB: one line per run
 PROFILE_RATE = 100  # py-spy samples per second of each busy thread
+# Samples of threads waiting (for work, a lock or the GIL) are not CPU: py-spy --native keeps them.
+PROFILE_IDLE = (
+    r"pthread_cond_(timed)?wait|PyThread_acquire_lock|take_gil|sem_(timed|clock)?wait|epoll_wait|\bpoll \("
+    r"|Condition\.wait|Event\.wait|Queue\.get|Queue\.put|Future\.result|_wait_for_tstate_lock"
+)
 # Profile categories, first match wins: a sample counts where any frame of its stack matches.
 PROFILE_SPLIT = {
     "imports": r"_find_and_load|_load_unlocked|exec_module",
-    "hash (SHA-256)": r"sha256|SHA256|EVP_Digest|HASH_update|hashlib",
-    "parquet write": r"write_table|write_batch|parquet::|ParquetWriter",
+    "hash (SHA-256)": r"(?i)sha256|EVP_Digest|EVP_update|hashlib",
+    "parquet write": r"write_table|write_batch|parquet::",
     "Arrow (columns, batches)": r"arrow::|pyarrow|rows_to_batch|from_buffers|_to_arrow|RecordBatch",
     "card": r"write_card|dataset_card|convert/card\.py",
     "parse (tar, samples, records)": r"reghead_release/",
@@ -58,6 +64,7 @@ class Contender:
     command: list[str]
     inputs: list[Path]
     out: Path
+    env: dict = field(default_factory=dict)  # e.g. REGHEAD_BASE_URL for issue 11's rows
     figures: dict = field(default_factory=dict)
 
 
@@ -74,38 +81,43 @@ TARGETS = [
     Target("converter CPU seconds per GiB <= 3.0 (issue 13)", "convert", None, 3.0),
     Target("converter wall <= 1.5x `cp` (issue 13, at full size)", "convert", "cp", 1.5),
     Target("do-it-yourself wall >= 2.5x converter's (issue 13)", "diy", "convert", 2.5, at_most=False),
-    Target("builder `download_and_prepare()` <= 0.8x the webdataset builder's (issue 13)", "reghead prepare", "webdataset prepare", 0.8),
-    # HOOK(issue 11): Target("from-release, throttled, <= 1.1x the download alone", "from-release 100MB/s", "download 100MB/s", 1.1),
-    #                 Target("from-release <= 0.6x the three-step path", "from-release", "three-step", 0.6)
+    Target(
+        "builder `download_and_prepare()` <= 0.8x the webdataset builder's (issue 13)",
+        "reghead prepare", "webdataset prepare", 0.8,
+    ),  # fmt: skip
+    # HOOK(issue 11), e.g.:
+    # Target("from-release, throttled, <= 1.1x the download alone", "from-release 100MB/s", "download 100MB/s", 1.1),
+    # Target("from-release <= 0.6x the three-step path", "from-release", "three-step", 0.6),
 ]
 
 
 def issue13_contenders(root: Path, work: Path) -> list[Contender]:
     shards = releases.shards(root)
     release_files = [*shards, *(p for p in root.iterdir() if p.is_file())]
-    jobs = [PYTHON, str(BENCH / "jobs.py")]
+    push = [PYTHON, str(REPO / "convert" / "push.py"), "--release", f"512={root}", "--quiet", "--output-dir"]
+
+    def job(name: str, out: str, *inputs: Path) -> list[str]:
+        return [PYTHON, str(BENCH / "jobs.py"), name, str(work / out), *map(str, inputs)]
+
     return [
         Contender("cp", ["cp", *map(str, shards), str(work / "cp")], shards, work / "cp"),
-        Contender(
-            "convert",
-            [PYTHON, str(REPO / "convert" / "push.py"), "--release", f"512={root}", "--output-dir", str(work / "convert"), "--quiet"],
-            release_files,
-            work / "convert",
-        ),
-        Contender("diy", [*jobs, "diy", str(work / "diy"), *map(str, shards)], shards, work / "diy"),
-        Contender("reghead prepare", [*jobs, "reghead", str(work / "reghead"), str(root)], release_files, work / "reghead"),
-        Contender("webdataset prepare", [*jobs, "webdataset", str(work / "webdataset"), *map(str, shards)], shards, work / "webdataset"),
+        Contender("convert", [*push, str(work / "convert")], release_files, work / "convert"),
+        Contender("diy", job("diy", "diy", *shards), shards, work / "diy"),
+        Contender("reghead prepare", job("reghead", "reghead", root), release_files, work / "reghead"),
+        Contender("webdataset prepare", job("webdataset", "webdataset", *shards), shards, work / "webdataset"),
     ]
 
 
 def issue11_contenders(root: Path, work: Path) -> list[Contender]:
     """HOOK(issue 11): the rows of the from-release benchmark, once `convert/push.py --from-release`
-    and tests/github_server.py exist. Serve `root` with the GitHub-like server (unthrottled, and
-    at 100 MB/s), the Hub with tests/hub_server.py, then add Contenders here:
-      "download"       the assets alone (e.g. curl of each asset URL to work/"download"): the floor
-      "from-release"   push.py --from-release 512 --repo-id ... (REGHEAD_BASE_URL=the server)
-      "three-step"     download, then push.py --release 512=work/"download" --repo-id ...
-    and their Targets above. Peak extra disk: sample `du` of each `out` (a `disk` figure).
+    and tests/github_server.py exist. In main(), around the loop over contenders, start the
+    GitHub-like server on `root` (once unthrottled, once at 100 MB/s: one name suffix each) and the
+    Hub server of tests/hub_server.py; then return, with env={"REGHEAD_BASE_URL": <server URL>}:
+      Contender("download", <fetch each asset URL into work / "download">, [], work / "download")
+      Contender("from-release", [PYTHON, push.py, "--from-release", "512", "--repo-id", ...], [], work / "fr")
+      Contender("three-step", <sh -c: download && push.py --release 512=<dl> --repo-id ...>, [], work / "3step")
+    plus "diy" as it is above, and their Targets in TARGETS. Issue 11 also asks for the peak disk
+    beyond what the Hub server stores: a `du` sampler of `out` beside hyperfine, as a "disk" figure.
     """
     return []
 
@@ -115,13 +127,13 @@ def hyperfine(contender: Contender, runs: int, work: Path) -> None:
     times, export = work / f"{contender.out.name}.time", work / f"{contender.out.name}.json"
     times.unlink(missing_ok=True)
     out = shlex.quote(str(contender.out))
-    inputs = " ".join(shlex.quote(str(p)) for p in contender.inputs)
-    prepare = f"rm -rf {out} && mkdir -p {out} && sync && cat {inputs} > /dev/null"
+    warm = f" && cat {shlex.join(map(str, contender.inputs))} > /dev/null" if contender.inputs else ""
+    prepare = f"rm -rf {out} && mkdir -p {out} && sync{warm}"
     command = shlex.join(["/usr/bin/time", "-a", "-o", str(times), "-f", TIME_FORMAT, *contender.command])
     done = subprocess.run(
-        ["hyperfine", "--runs", str(runs), "--prepare", prepare, "--cleanup", f"rm -rf {out}", "--export-json", str(export),
-         "--command-name", contender.name, "--style", "basic", command],
-        check=False, env={**os.environ, "PYTHONPATH": str(REPO)},
+        ["hyperfine", "--runs", str(runs), "--prepare", prepare, "--cleanup", f"rm -rf {out}",
+         "--export-json", str(export), "--command-name", contender.name, "--style", "basic", command],
+        check=False, env={**os.environ, "PYTHONPATH": str(REPO), **contender.env},
     )  # fmt: skip
     if done.returncode:
         sys.exit(f"error: {contender.name!r} failed (hyperfine's output above): {command}")
@@ -143,27 +155,41 @@ def profile(contender: Contender, report: Path) -> dict[str, float] | None:
     subprocess.run(["rm", "-rf", str(contender.out)], check=True)
     subprocess.run(
         [spy, "record", "-r", str(PROFILE_RATE), "--native", "-f", "raw", "-o", str(report), "--", *contender.command],
-        check=True, capture_output=True, env={**os.environ, "PYTHONPATH": str(REPO)},
+        check=True, capture_output=True, env={**os.environ, "PYTHONPATH": str(REPO), **contender.env},
     )  # fmt: skip
     subprocess.run(["rm", "-rf", str(contender.out)], check=True)
     split = dict.fromkeys([*PROFILE_SPLIT, "other"], 0.0)
     for line in report.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
+        if re.search(PROFILE_IDLE, stack):
+            continue
         name = next((name for name, pattern in PROFILE_SPLIT.items() if re.search(pattern, stack)), "other")
         split[name] += int(count) / PROFILE_RATE
     return split
+
+
+def sha256_floor() -> float:
+    """CPU s/GiB of hashlib's SHA-256 alone, in 64 MiB blocks: the least any verified conversion spends."""
+    import hashlib
+
+    block, start = os.urandom(64 * 2**20), time.process_time()
+    for _ in range(16):
+        hashlib.sha256(block).digest()
+    return time.process_time() - start
 
 
 def machine() -> list[str]:
     import datasets
     import pyarrow
 
+    def output(*command: str) -> str:
+        return subprocess.run(command, capture_output=True, text=True).stdout.strip()
+
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
     memory = int(open("/proc/meminfo").readline().split()[1]) / 2**20
-    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    version = subprocess.run(["hyperfine", "--version"], capture_output=True, text=True).stdout.strip()
+    commit, version = output("git", "-C", str(REPO), "rev-parse", "--short", "HEAD"), output("hyperfine", "--version")
     return [
-        f"- CPU: {cpu}, {os.cpu_count()} cores; RAM {memory:.1f} GiB; load average at the start {os.getloadavg()[0]:.2f}",
+        f"- CPU: {cpu}, {os.cpu_count()} cores; RAM {memory:.1f} GiB; load average at the start {LOAD_AT_START:.2f}",
         f"- OS: {platform.system()} {platform.release()}; Python {platform.python_version()}; "
         f"datasets {datasets.__version__}, pyarrow {pyarrow.__version__}; {version}",
         f"- project: commit {commit}",
@@ -192,8 +218,10 @@ def write_report(args, results, sizes, split, started, output: Path) -> None:
     lines = ["# Benchmarks", "", "```bash", shlex.join(["python", "benchmarks/run.py", *args.argv]), "```", ""]
     if args.smoke:
         lines += ["**Smoke run**: a tiny release and one run; the figures mean nothing.", ""]
-    minutes = (time.time() - started) / 60
-    lines += [f"Run on {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, {minutes:.1f} minutes in all.", ""]
+    elif "full" not in sizes:
+        lines += ["**Not at full size**: the issues' targets are for `python benchmarks/run.py` (subset and full).", ""]
+    now, minutes = datetime.datetime.now(datetime.timezone.utc), (time.time() - started) / 60
+    lines += [f"Run on {now:%Y-%m-%d %H:%M} UTC, {minutes:.1f} minutes in all.", ""]
     lines += ["## Machine", "", *machine(), ""]
     lines += ["## Method", "", (
         f"Every contender is a whole process (start-up and imports included), timed by hyperfine, median of "
@@ -207,22 +235,25 @@ def write_report(args, results, sizes, split, started, output: Path) -> None:
               "| release | shards | GiB | identities | shard sizes (GB) |", "|---|---|---|---|---|"]  # fmt: skip
     for kind, (count, gib, identities, low, high) in sizes.items():
         lines.append(f"| {kind} | {count} | {gib:.2f} | {identities:,} | {low:.2f}-{high:.2f} |")
-    lines += ["", "## Results", "", "| release | contender | wall s (median) | CPU s/GiB | peak RSS MiB | all walls s |", "|---|---|---|---|---|---|"]
+    header = "| release | contender | wall s (median) | CPU s/GiB | peak RSS MiB | all walls s |"
+    lines += ["", "## Results", "", header, "|---|---|---|---|---|---|"]
     for kind, contenders in results.items():
         for c in contenders.values():
-            walls = ", ".join(f"{w:.1f}" for w in c.figures["walls"])
-            lines.append(f"| {kind} | {c.name} | {c.figures['wall']:.2f} | {c.figures['cpu_per_gib']:.2f} | {c.figures['rss']:.0f} | {walls} |")
+            f, walls = c.figures, ", ".join(f"{w:.1f}" for w in c.figures["walls"])
+            lines.append(f"| {kind} | {c.name} | {f['wall']:.2f} | {f['cpu_per_gib']:.2f} | {f['rss']:.0f} | {walls} |")
     lines += ["", "## Targets", "", *ratio_lines(results), ""]
     if split:
         kind, seconds = split
         total, per_gib = sum(seconds.values()), results[kind]["convert"].figures["cpu_per_gib"]
         lines += ["## Converter profile", "",
-                  f"One run of the converter on `{kind}` under `py-spy record --native -r {PROFILE_RATE}` (all threads; "
-                  "each sample goes to the first category any frame of its stack matches, in this order). py-spy counts "
-                  "a busy thread's wall time and slows the run, so only the shares are kept; CPU s/GiB is each share of "
-                  "the timed runs' CPU s/GiB.", "",
+                  f"One run of the converter on `{kind}` under `py-spy record --native -r {PROFILE_RATE}` (all "
+                  "threads, waits left out; each sample goes to the first category any frame of its stack matches, "
+                  "in this order). py-spy counts a busy thread's wall time and slows the run, so only the shares are "
+                  "kept; CPU s/GiB is each share of the timed runs' CPU s/GiB. The hash share py-spy finds has been "
+                  "below what SHA-256 alone costs here, "
+                  f"{sha256_floor():.2f} CPU s/GiB (hashlib, 64 MiB blocks): read it as a lower bound.", "",
                   "| part | share | CPU s/GiB |", "|---|---|---|"]  # fmt: skip
-        lines += [f"| {name} | {value / total:.0%} | {value / total * per_gib:.2f} |" for name, value in seconds.items()]
+        lines += [f"| {name} | {part / total:.0%} | {part / total * per_gib:.2f} |" for name, part in seconds.items()]
         lines.append("")
     lines += ["## Re-running", "", "```bash",
               "apt-get install hyperfine && pip install py-spy   # the timer and the profiler",
@@ -230,8 +261,9 @@ def write_report(args, results, sizes, split, started, output: Path) -> None:
               "python benchmarks/run.py --release full --runs 1    # full size only, one run",
               "python benchmarks/run.py --smoke --output /tmp/BENCHMARKS.md",
               "```", "",
-              f"Releases are written once into `--data-dir` (default {releases.DATA_DIR}; full size: 19 GiB) and reused; "
-              "outputs go to `--work-dir` and are deleted after each contender (full size: up to ~40 GiB more, for `diy`).", ""]  # fmt: skip
+              f"Releases are written once into `--data-dir` (default {releases.DATA_DIR}; full size: 19 GiB) and "
+              "reused; outputs go to `--work-dir` and are deleted after each contender (full size: up to ~40 GiB "
+              "more, for `diy`'s Arrow cache and parquet).", ""]  # fmt: skip
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text("\n".join(lines))
 
@@ -246,7 +278,7 @@ def release_size(root: Path) -> tuple:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--release", action="append", choices=releases.KINDS, help="subset and full unless given (repeatable)")
+    parser.add_argument("--release", action="append", choices=releases.KINDS, help="default: subset and full")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--only", action="append", help="run only this contender (repeatable)")
     parser.add_argument("--data-dir", type=Path, default=releases.DATA_DIR, help="the release cache")
@@ -274,9 +306,9 @@ def main(argv: list[str] | None = None) -> None:
         for contender in results[kind].values():
             hyperfine(contender, args.runs, work_kind)
             contender.figures["cpu_per_gib"] = contender.figures["cpu"] / sizes[kind][1]
-        if not args.no_profile and "convert" in results[kind]:
+        if not (args.no_profile or split) and "convert" in results[kind]:  # once, on the first release
             seconds = profile(results[kind]["convert"], work_kind / "convert.pyspy")
-            split = (kind, seconds) if seconds else split
+            split = (kind, seconds) if seconds else None
     write_report(args, results, sizes, split, started, args.output)
     print(f"wrote {args.output}")
 
