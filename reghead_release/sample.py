@@ -211,11 +211,12 @@ def write_release_assets(root: Path, *, resolution: int, shard_paths: list[Path]
     """
     manifest_shards, index_rows, sums = [], [], []
     for path in shard_paths:
-        data = path.read_bytes()
-        digest = hashlib.sha256(data).hexdigest()
-        keys = _shard_keys(path) if data else []
+        with open(path, "rb") as file:  # in blocks: full-size shards are ~2 GB
+            digest = hashlib.file_digest(file, "sha256").hexdigest()
+        size = path.stat().st_size
+        keys = _shard_keys(path) if size else []
         sums.append(f"{digest}  {SHARD_DIR}/{path.name}\n")
-        manifest_shards.append({"file": f"{SHARD_DIR}/{path.name}", "size_bytes": len(data), "sha256": digest, "num_samples": len(keys)})
+        manifest_shards.append({"file": f"{SHARD_DIR}/{path.name}", "size_bytes": size, "sha256": digest, "num_samples": len(keys)})
         for key in keys:
             index_rows.append({"sample_key": key, "identity": key[9:-9], "shard": f"{SHARD_DIR}/{path.name}", "num_expressions": len(EXPRESSIONS)})
     manifest = {
