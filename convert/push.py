@@ -64,7 +64,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         prog="python convert/push.py",
         description=(
             "Convert RegHead WebDataset releases to parquet in the Hugging Face Hub layout "
-            "(<out>/<config>/<split>-NNNNN-of-NNNNN.parquet and a dataset card), then optionally "
+            "(<out>/<config>/<split>-NNNNN-of-NNNNN-<tag>.parquet and a dataset card), then optionally "
             "push them to a Hub dataset repo. With no --release, converts a small sample release "
             "written on the spot (the demo)."
         ),
