@@ -34,12 +34,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import httpx2  # the HTTP client huggingface_hub 2.x runs on: its network errors
-from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
+from huggingface_hub import CommitOperationAdd, HfApi
 from huggingface_hub.errors import HfHubHTTPError
 from huggingface_hub.lfs import UploadInfo
 from huggingface_hub.utils import disable_progress_bars as hub_file_bars_off
 
-from reghead_release.errors import logger
 from reghead_release.schema import SPLITS
 
 from .card import DEFAULT_CONFIG, PREVIEW_PATH, write_card
@@ -59,7 +58,7 @@ from .conversion import (
     run_jobs,
 )
 from .parquet import Part
-from .upload import MAX_COMMIT_ATTEMPTS, REPO_TYPE, PushError, PushResult, _explain, stale_files, use_xet_only_if_offered
+from .upload import REPO_TYPE, PlannedFile, PushError, PushResult, _explain, commit_dataset, use_xet_only_if_offered
 
 LEDGER = "uploaded.jsonl"
 # Complete files waiting for the uploader. When it lags, the converting jobs wait for it, so the
@@ -274,82 +273,6 @@ def committed_addition(path_in_repo: str, entry: Uploaded, local: Path) -> Commi
 
 
 @dataclass
-class PlannedFile:
-    """A file of the dataset as it will be committed: where it goes, and how to name its content."""
-
-    path_in_repo: str
-    sha256: str | None  # None for the card files (small, compared by content by the Hub client)
-    make: Callable[[], CommitOperationAdd]
-
-
-def commit_dataset(
-    api: HfApi,
-    repo_id: str,
-    *,
-    revision: str | None,
-    create_pr: bool,
-    message: str,
-    data: dict[str, list[PlannedFile]],
-    card: list[PlannedFile],
-) -> PushResult:
-    """One commit per config (data), then the card and the removal of stale files; or one PR.
-
-    Files the branch already holds with the same content are left out, so a re-run after a
-    partial commit phase commits only the rest.
-    """
-    result = PushResult(repo_url=f"{api.endpoint}/datasets/{repo_id}")
-    for attempt in range(1, MAX_COMMIT_ATTEMPTS + 1):
-        try:
-            info = api.repo_info(repo_id, repo_type=REPO_TYPE, revision=revision)
-            remote = {
-                entry.path: entry
-                for entry in api.list_repo_tree(repo_id, repo_type=REPO_TYPE, revision=revision, recursive=True, expand=False)
-                if hasattr(entry, "blob_id")
-            }
-            ours = {planned.path_in_repo for files in [*data.values(), card] for planned in files}
-            stale = stale_files(remote, ours)
-
-            def changed(files: list[PlannedFile]) -> list[PlannedFile]:
-                return [
-                    f
-                    for f in files
-                    if f.sha256 is None or f.path_in_repo not in remote or getattr(remote[f.path_in_repo].lfs, "sha256", None) != f.sha256
-                ]
-
-            batches = [(changed(files), []) for _, files in sorted(data.items(), key=lambda item: int(item[0]))]
-            batches.append((changed(card), stale))
-            batches = [(adds, deletes) for adds, deletes in batches if adds or deletes]
-            if create_pr and batches:
-                batches = [([f for adds, _ in batches for f in adds], [p for _, dels in batches for p in dels])]
-            result.unchanged = sum(len(files) for files in [*data.values(), card]) - sum(len(adds) for adds, _ in batches)
-            parent = info.sha
-            for adds, deletes in batches:
-                operations = [planned.make() for planned in adds] + [CommitOperationDelete(path_in_repo=p) for p in deletes]
-                commit = api.create_commit(
-                    repo_id,
-                    operations,
-                    commit_message=message,
-                    repo_type=REPO_TYPE,
-                    revision=revision,
-                    create_pr=create_pr,
-                    parent_commit=None if create_pr else parent,
-                )
-                parent = commit.oid
-                result.commits.append(commit.oid)
-                result.uploaded += [planned.path_in_repo for planned in adds]
-                result.deleted += deletes
-                if commit.pr_url:
-                    result.pull_request = commit.pr_url
-            return result
-        except HfHubHTTPError as error:
-            moved = error.response is not None and error.response.status_code == 412
-            if not moved or attempt == MAX_COMMIT_ATTEMPTS:
-                raise
-            logger.warning("the branch of %s moved during the push; reading its tree again (%d/%d)", repo_id, attempt, MAX_COMMIT_ATTEMPTS)
-    raise AssertionError("unreachable")
-
-
-@dataclass
 class UploadRun:
     """What `convert_and_push` did, for the summary line."""
 
@@ -490,12 +413,13 @@ def _convert_and_push_locked(
 def _planned(path_in_repo: str, entry: Uploaded | None, local: Path) -> PlannedFile:
     if entry is None:  # the uploader records every part before the run gets here
         raise AssertionError(f"{local} was never uploaded")
-    return PlannedFile(path_in_repo, entry.sha256, lambda: committed_addition(path_in_repo, entry, local))
+    return PlannedFile(path_in_repo, lambda: committed_addition(path_in_repo, entry, local), sha256=entry.sha256)
 
 
 def _local_file(path_in_repo: str, folder: Path) -> PlannedFile:
     """A file committed from the folder as it is (the card, its preview, files of kept configs)."""
-    return PlannedFile(path_in_repo, None, lambda: CommitOperationAdd(path_in_repo=path_in_repo, path_or_fileobj=str(folder / path_in_repo)))
+    local = folder / path_in_repo
+    return PlannedFile(path_in_repo, lambda: CommitOperationAdd(path_in_repo=path_in_repo, path_or_fileobj=str(local)), local=local)
 
 
 def _write_card_linking_preview(

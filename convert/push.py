@@ -210,6 +210,15 @@ def summary(results, seconds: float, out_dir: Path) -> str:
     return "\n".join(lines)
 
 
+def pushed_line(pushed, seconds: float, sent: str) -> str:
+    """The closing line of a push: what was sent, kept and deleted, in how many commits."""
+    return (
+        f"Pushed to {pushed.repo_url} in {seconds:.1f} s: {sent}, {pushed.unchanged} unchanged, "
+        f"{len(pushed.deleted)} deleted, {len(pushed.commits)} commits"
+        + (f", pull request {pushed.pull_request}" if pushed.pull_request else "")
+    )
+
+
 def os_error_line(error: OSError, out_dir: Path) -> str:
     """One line for a failed write: what failed and where (the file, or else the output folder)."""
     path = error.filename or out_dir
@@ -243,11 +252,7 @@ def main(argv: list[str] | None = None) -> int:
                 commit_message=args.commit_message,
             )
             if not args.quiet:
-                print(
-                    f"Pushed to {pushed.repo_url} in {time.perf_counter() - started:.1f} s: "
-                    f"{len(pushed.uploaded)} files sent, {pushed.unchanged} unchanged, {len(pushed.deleted)} deleted, "
-                    f"{len(pushed.commits)} commits" + (f", pull request {pushed.pull_request}" if pushed.pull_request else "")
-                )
+                print(pushed_line(pushed, time.perf_counter() - started, f"{len(pushed.uploaded)} files sent"))
         elif not args.quiet:
             print(load_hint(results, str(output_folder(args))))
     except ReleaseError as error:  # in this command's words (`in_cli_words`), not the builder's
@@ -288,12 +293,8 @@ def upload_as_you_go(args: argparse.Namespace) -> int:
     )
     if not args.quiet:
         print(summary(run.results, run.seconds, Path(args.output_dir or args.repo_id)))
-        pushed = run.pushed
-        print(
-            f"Pushed to {pushed.repo_url} in {run.seconds:.1f} s: {run.files_sent} files sent as they were made, "
-            f"{len(pushed.uploaded)} committed, {pushed.unchanged} unchanged, {len(pushed.deleted)} deleted, "
-            f"{len(pushed.commits)} commits" + (f", pull request {pushed.pull_request}" if pushed.pull_request else "")
-        )
+        sent = f"{run.files_sent} files sent as they were made, {len(run.pushed.uploaded)} committed"
+        print(pushed_line(run.pushed, run.seconds, sent))
     return 0
 
 

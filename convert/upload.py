@@ -1,15 +1,19 @@
 """Pushing a converted folder to a Hub dataset repo with `huggingface_hub`, sending only what changed.
 
 Files are compared with the repo by content (LFS SHA-256, or the git blob id of small files), so a
-re-run after a partial upload sends only what is missing or different. Parquet files go in one
-commit per config, the card and preview last; with `create_pr` everything is one commit. Each
-commit names its parent: if the branch moved meanwhile, the tree is read again and the commit retried.
+re-run after a partial upload sends only what is missing or different. `commit_dataset` makes the
+commits of both ways to push (this folder push, and `hub_upload`'s upload as you go): parquet
+files in one commit per config, the card and its preview last; with `create_pr` everything is one
+commit. Each commit names its parent: if the branch moved meanwhile, the tree is read again and
+the commit retried.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, constants
@@ -24,9 +28,6 @@ from .conversion import CARD_PATH, PUBLISHED_NAME, Published
 
 REPO_TYPE = "dataset"
 MAX_COMMIT_ATTEMPTS = 3
-CARD_FILES = ("README.md",)
-HUB_LAYOUT_DIRS = ("512", "1024", "images")
-CHUNK = 1 << 20
 
 
 class PushError(Exception):
@@ -62,14 +63,6 @@ def local_files(folder: Path) -> dict[str, Path]:
     return {name: folder / name for name in sorted(names) if (folder / name).is_file()}
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _git_blob_id(path: Path) -> str:
     data = path.read_bytes()
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
@@ -79,7 +72,8 @@ def _same_content(entry, path: Path) -> bool:
     if entry.size != path.stat().st_size:
         return False
     if entry.lfs is not None:
-        return entry.lfs.sha256 == _sha256(path)
+        with open(path, "rb") as f:
+            return entry.lfs.sha256 == hashlib.file_digest(f, "sha256").hexdigest()
     return entry.blob_id == _git_blob_id(path)
 
 
@@ -130,19 +124,17 @@ def push_folder(
         if revision and not create_pr:
             api.create_branch(repo_id, repo_type=REPO_TYPE, branch=revision, exist_ok=True)
         use_xet_only_if_offered(api, repo_id, revision)
-        result = PushResult(repo_url=str(url))
-        for attempt in range(1, MAX_COMMIT_ATTEMPTS + 1):
-            try:
-                _push_changes(api, folder, repo_id, revision, create_pr, commit_message, result)
-                return result
-            except HfHubHTTPError as error:
-                moved = error.response is not None and error.response.status_code == 412
-                if not moved or attempt == MAX_COMMIT_ATTEMPTS:
-                    raise
-                logger.warning("the branch of %s moved during the push; reading its tree again (%d/%d)", repo_id, attempt, MAX_COMMIT_ATTEMPTS)
+        data: dict[str, list[PlannedFile]] = {}
+        card: list[PlannedFile] = []
+        for path, local in local_files(folder).items():
+            planned = PlannedFile(path, partial(CommitOperationAdd, path_in_repo=path, path_or_fileobj=str(local)), local=local)
+            top = path.split("/")[0]
+            (data.setdefault(top, []) if top.isdigit() else card).append(planned)
+        result = commit_dataset(api, repo_id, revision=revision, create_pr=create_pr, message=commit_message, data=data, card=card)
     except HfHubHTTPError as error:
         raise _explain(error, repo_id) from None
-    raise AssertionError("unreachable")
+    result.repo_url = str(url)
+    return result
 
 
 def stale_files(remote, ours) -> list[str]:
@@ -150,49 +142,91 @@ def stale_files(remote, ours) -> list[str]:
     return sorted(path for path in remote if (PUBLISHED_NAME.match(path) or path == PREVIEW_PATH) and path not in ours)
 
 
-def _push_changes(api: HfApi, folder: Path, repo_id: str, revision: str | None, create_pr: bool, message: str, result: PushResult) -> None:
-    info = api.repo_info(repo_id, repo_type=REPO_TYPE, revision=revision)
-    parent = info.sha
-    remote = {
-        entry.path: entry
-        for entry in api.list_repo_tree(repo_id, repo_type=REPO_TYPE, revision=revision, recursive=True, expand=False)
-        if hasattr(entry, "blob_id")
-    }
-    files = local_files(folder)
-    changed = [
-        path
-        for path, local in hf_tqdm(files.items(), desc="Comparing with the Hub", unit=" files")
-        if path not in remote or not _same_content(remote[path], local)
-    ]
-    result.unchanged = len(files) - len(changed)
-    # Only files under the converter's names: a file someone added to the repo by hand stays.
-    stale = stale_files(remote, files)
-    # Data first, one commit per top folder, then the card: the card never points at missing files.
-    batches: list[tuple[list[str], list[str]]] = []
-    for top in HUB_LAYOUT_DIRS:
-        adds = [path for path in changed if path.split("/")[0] == top]
-        if adds:
-            batches.append((adds, []))
-    rest = [path for path in changed if path.split("/")[0] not in HUB_LAYOUT_DIRS]
-    if rest or stale:
-        batches.append((rest, stale))
-    if create_pr and batches:
-        batches = [([p for adds, _ in batches for p in adds], [p for _, dels in batches for p in dels])]
-    for adds, deletes in batches:
-        operations = [CommitOperationAdd(path_in_repo=path, path_or_fileobj=str(files[path])) for path in adds]
-        operations += [CommitOperationDelete(path_in_repo=path) for path in deletes]
-        commit = api.create_commit(
-            repo_id,
-            operations,
-            commit_message=message,
-            repo_type=REPO_TYPE,
-            revision=revision,
-            create_pr=create_pr,
-            parent_commit=None if create_pr else parent,
-        )
-        parent = commit.oid
-        result.commits.append(commit.oid)
-        result.uploaded += adds
-        result.deleted += deletes
-        if commit.pr_url:
-            result.pull_request = commit.pr_url
+@dataclass
+class PlannedFile:
+    """A file of the dataset as it will be committed: where it goes, how to tell the Hub has it, how to add it.
+
+    Its content is known by its SHA-256 (what an LFS pointer on the Hub holds: a pre-uploaded file
+    whose local copy is gone) or by a local copy, compared by content with the Hub's (`_same_content`).
+    """
+
+    path_in_repo: str
+    make: Callable[[], CommitOperationAdd]
+    sha256: str | None = None
+    local: Path | None = None
+
+    def on_the_hub(self, entry) -> bool:
+        if entry is None:
+            return False
+        if self.local is not None:
+            return _same_content(entry, self.local)
+        return self.sha256 is not None and getattr(entry.lfs, "sha256", None) == self.sha256
+
+
+def commit_dataset(
+    api: HfApi,
+    repo_id: str,
+    *,
+    revision: str | None,
+    create_pr: bool,
+    message: str,
+    data: dict[str, list[PlannedFile]],
+    card: list[PlannedFile],
+) -> PushResult:
+    """One commit per config (data), then the card and the removal of stale files; or one PR.
+
+    Data first, the card last: the card never points at missing files. Files the branch already
+    holds with the same content are left out, so a re-run after a partial push commits only the
+    rest. Each commit names its parent: if the branch moved meanwhile, its tree is read again.
+    """
+    result = PushResult(repo_url=f"{api.endpoint}/datasets/{repo_id}")
+    for attempt in range(1, MAX_COMMIT_ATTEMPTS + 1):
+        try:
+            info = api.repo_info(repo_id, repo_type=REPO_TYPE, revision=revision)
+            remote = {
+                entry.path: entry
+                for entry in api.list_repo_tree(repo_id, repo_type=REPO_TYPE, revision=revision, recursive=True, expand=False)
+                if hasattr(entry, "blob_id")
+            }
+            everything = [planned for files in [*data.values(), card] for planned in files]
+            missing = {
+                planned.path_in_repo
+                for planned in hf_tqdm(everything, desc="Comparing with the Hub", unit=" files")
+                if not planned.on_the_hub(remote.get(planned.path_in_repo))
+            }
+            # Only files under the converter's names: a file someone added to the repo by hand stays.
+            stale = stale_files(remote, {planned.path_in_repo for planned in everything})
+            batches = [
+                ([planned for planned in files if planned.path_in_repo in missing], [])
+                for _, files in sorted(data.items(), key=lambda item: int(item[0]))
+            ]
+            batches.append(([planned for planned in card if planned.path_in_repo in missing], stale))
+            batches = [(adds, deletes) for adds, deletes in batches if adds or deletes]
+            if create_pr and batches:
+                batches = [([f for adds, _ in batches for f in adds], [p for _, dels in batches for p in dels])]
+            result.unchanged = len(everything) - len(missing)
+            parent = info.sha
+            for adds, deletes in batches:
+                operations = [planned.make() for planned in adds] + [CommitOperationDelete(path_in_repo=p) for p in deletes]
+                commit = api.create_commit(
+                    repo_id,
+                    operations,
+                    commit_message=message,
+                    repo_type=REPO_TYPE,
+                    revision=revision,
+                    create_pr=create_pr,
+                    parent_commit=None if create_pr else parent,
+                )
+                parent = commit.oid
+                result.commits.append(commit.oid)
+                result.uploaded += [planned.path_in_repo for planned in adds]
+                result.deleted += deletes
+                if commit.pr_url:
+                    result.pull_request = commit.pr_url
+            return result
+        except HfHubHTTPError as error:
+            moved = error.response is not None and error.response.status_code == 412
+            if not moved or attempt == MAX_COMMIT_ATTEMPTS:
+                raise
+            logger.warning("the branch of %s moved during the push; reading its tree again (%d/%d)", repo_id, attempt, MAX_COMMIT_ATTEMPTS)
+    raise AssertionError("unreachable")

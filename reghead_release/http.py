@@ -408,11 +408,8 @@ def _verified_marker(target: Path) -> Path:
 
 
 def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
     with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def cached_copy_is_good(target: Path, *, sha256: str | None, size: int | None) -> bool:
