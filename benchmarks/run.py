@@ -412,7 +412,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--only", action="append", help="run only this contender (repeatable)")
     parser.add_argument("--data-dir", type=Path, default=releases.DATA_DIR, help="the release cache")
     parser.add_argument("--work-dir", type=Path, help="outputs of the contenders (default: DATA_DIR/work)")
-    parser.add_argument("--output", type=Path, default=DOCS)
+    parser.add_argument("--output", type=Path, help="default: docs/BENCHMARKS.md, docs/BENCHMARKS-issueN.md for one --issue")
     parser.add_argument("--no-profile", action="store_true")
     parser.add_argument("--smoke", action="store_true", help="the smoke release, one run")
     parser.add_argument("--issue", action="append", choices=("13", "11"), help="run this issue's rows (default: both)")
@@ -426,6 +426,8 @@ def main(argv: list[str] | None = None) -> None:
         args.release, args.runs = ["smoke"], 1
     kinds = args.release or ["subset", "full"]
     args.issue = args.issue or ["13", "11"]
+    if args.output is None:
+        args.output = DOCS if len(set(args.issue)) == 2 else DOCS.with_name(f"BENCHMARKS-issue{args.issue[0]}.md")
     work = args.work_dir or args.data_dir / "work"
     started = time.time()
     results, sizes, split = {}, {}, None
