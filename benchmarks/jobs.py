@@ -68,7 +68,8 @@ def readback(out: Path, inputs: list[str]) -> None:
         if want != have:
             sys.exit(f"error: readback of {repo!r}, split {split!r}: {len(have)} rows, the release has {len(want)}")
     counts = ", ".join(f"{split} {len(rows):,}" for split, rows in got.items())
-    print(f"Read back from the Hub with `load_dataset({repo!r}, \"512\", streaming=True)`: rows {counts}, every sample_key as in the release.")
+    loaded = f"`load_dataset({repo!r}, \"512\", streaming=True)`"
+    print(f"Read back from the Hub with {loaded}: rows {counts}, every sample_key as in the release.")
 
 
 def webdataset(out: Path, shards: list[str]) -> None:

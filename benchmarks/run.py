@@ -141,7 +141,9 @@ def publish(root: Path, site: Path) -> Path:
     return site
 
 
-def issue11_contenders(root: Path, work: Path, *, github: str, hub: str, suffix: str, readback: bool) -> list[Contender]:
+def issue11_contenders(
+    root: Path, work: Path, *, github: str, hub: str, suffix: str, readback: bool
+) -> list[Contender]:
     """Issue 11's rows: the release from `github` (`<base>/<tag>/<asset>`) to a repo on the `hub`.
 
     Each runs in its output folder, with the Hugging Face caches and TMPDIR in it, so that the disk
@@ -153,7 +155,8 @@ def issue11_contenders(root: Path, work: Path, *, github: str, hub: str, suffix:
     def download(dl: Path) -> list[str]:
         pairs = [(dl / "data" / name, f"{tag}/{name}") for name in names]
         pairs += [(dl / name, f"{tag}/{name}") for name in ("checksums.tar.gz", "metadata.tar.gz")]
-        return ["curl", "-sSfL", "--parallel", "--create-dirs", *(a for out, url in pairs for a in ("-o", str(out), url))]
+        pairs = [a for out, url in pairs for a in ("-o", str(out), url)]
+        return ["curl", "-sSfL", "--parallel", "--create-dirs", *pairs]
 
     def contender(name: str, *steps: list[str], check: list[str] | None = None) -> Contender:
         slug = name.replace(" ", "-")
@@ -161,10 +164,11 @@ def issue11_contenders(root: Path, work: Path, *, github: str, hub: str, suffix:
         steps = [[str(a).format(out=out, repo=repo) for a in step] for step in steps]
         script = " && ".join(["cd " + shlex.quote(str(out)), "mkdir -p tmp", *map(shlex.join, steps)])
         env = {"HF_ENDPOINT": hub, "HF_TOKEN": HUB_TOKEN, "HF_HOME": str(out / "hf"), "TMPDIR": str(out / "tmp"),
-               "HF_HUB_DISABLE_XET": "1", "HF_HUB_DISABLE_TELEMETRY": "1", "HF_UPDATE_DOWNLOAD_COUNTS": "0"}  # fmt: skip
+               "HF_HUB_DISABLE_XET": "1", "HF_HUB_DISABLE_TELEMETRY": "1",
+               "HF_UPDATE_DOWNLOAD_COUNTS": "0"}  # fmt: skip
         delete = {"type": "dataset", "organization": HUB_USER, "name": slug}
-        reset = shlex.join(["curl", "-sS", "-o", "/dev/null", "-X", "DELETE", "-H", f"Authorization: Bearer {HUB_TOKEN}",
-                            "-d", json.dumps(delete), f"{hub}/api/repos/delete"])  # fmt: skip
+        reset = shlex.join(["curl", "-sS", "-o", "/dev/null", "-X", "DELETE", "-d", json.dumps(delete),
+                            "-H", f"Authorization: Bearer {HUB_TOKEN}", f"{hub}/api/repos/delete"])  # fmt: skip
         reset += f" && rm -rf {shlex.quote(str(work / 'hub' / 'blobs' / 'lfs'))}"  # else uploads would be skipped
         said = shlex.quote(str(work / f"{slug}.readback"))  # its one line, for the report
         check_shell = shlex.join(a.format(out=out, repo=repo) for a in check) + f" > {said}" if check else ""
@@ -179,7 +183,8 @@ def issue11_contenders(root: Path, work: Path, *, github: str, hub: str, suffix:
                   check=readback_job if readback and not suffix else None),
         contender("three-step", download(Path(dl)),
                   [*push, "--release", f"512={dl}", "--output-dir", "{out}/parquet", "--repo-id", "{repo}"]),
-        contender("diy push", download(Path(dl)), [PYTHON, str(BENCH / "jobs.py"), "diy-push", "{out}/diy", "{repo}", *shards]),
+        contender("diy push", download(Path(dl)),
+                  [PYTHON, str(BENCH / "jobs.py"), "diy-push", "{out}/diy", "{repo}", *shards]),
     ]  # fmt: skip
 
 
@@ -412,7 +417,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--only", action="append", help="run only this contender (repeatable)")
     parser.add_argument("--data-dir", type=Path, default=releases.DATA_DIR, help="the release cache")
     parser.add_argument("--work-dir", type=Path, help="outputs of the contenders (default: DATA_DIR/work)")
-    parser.add_argument("--output", type=Path, help="default: docs/BENCHMARKS.md, docs/BENCHMARKS-issueN.md for one --issue")
+    parser.add_argument("--output", type=Path, help="default: docs/BENCHMARKS.md (BENCHMARKS-issueN.md: one --issue)")
     parser.add_argument("--no-profile", action="store_true")
     parser.add_argument("--smoke", action="store_true", help="the smoke release, one run")
     parser.add_argument("--issue", action="append", choices=("13", "11"), help="run this issue's rows (default: both)")
