@@ -226,6 +226,9 @@ class HubServer:
         orgs: user name -> list of org names the user can write to.
         tree_page_size: entries per page of the tree endpoint (the Hub uses 1000, and 50 with ``expand``).
         host / port: bind address (default 127.0.0.1 and a free port).
+        keep_lfs: False for benchmarks: an uploaded LFS body is hashed and checked against its oid and size as
+            always, but stored as a sparse file of that size (it reads back as zeros), so a push of many GiB
+            takes no disk. ``lfs_received`` counts the LFS body bytes received either way.
     """
 
     def __init__(
@@ -237,11 +240,14 @@ class HubServer:
         tree_page_size: int = 1000,
         host: str = "127.0.0.1",
         port: int = 0,
+        keep_lfs: bool = True,
     ):
         self.root = Path(root)
         self.tokens = dict(tokens or {})
         self.orgs = {user: list(names) for user, names in (orgs or {}).items()}
         self.tree_page_size = tree_page_size
+        self.keep_lfs = keep_lfs
+        self.lfs_received = 0
         self.requests: list[tuple[str, str]] = []  # list.append is atomic; guarded anyway by _lock for copies
         self.errors: list[str] = []
         self._host, self._port = host, port
@@ -1212,7 +1218,12 @@ class _Handler(BaseHTTPRequestHandler):
                 for chunk in self._iter_body():
                     digest.update(chunk)
                     received += len(chunk)
-                    tmp.write(chunk)
+                    if hub.keep_lfs:
+                        tmp.write(chunk)
+                if not hub.keep_lfs:
+                    tmp.truncate(received)  # sparse: the right size, no blocks
+            with hub._lock:
+                hub.lfs_received += received
             if received != size or digest.hexdigest() != oid:
                 raise HubError(400, f"Uploaded content does not match oid/size (got {received} bytes)")
             os.replace(tmp_name, target)
