@@ -1,31 +1,33 @@
 """A static file server on 127.0.0.1 that honours Range requests, for the URL and streaming tests.
 
 It serves a folder the way GitHub serves release assets (`<base>/<tag>/<asset>`), records every
-request, and can be told to misbehave on the next requests for a path: answer a status code (with
-a `Retry-After`), drop the connection after some bytes, stall, drip the body a few bytes at a time,
-or answer 200 with an HTML error page as proxies and captive portals do.
+request for an asset, and can be told to misbehave on the next requests for a path: answer a status
+code (with a `Retry-After`), drop the connection after some bytes, stall, drip the body a few bytes
+at a time, answer 200 with an HTML error page as proxies and captive portals do, or flip a bit.
 
-With `signed=True` it redirects like GitHub: an asset URL answers 302 to a signed URL
-`/_signed/<n>/<tag>/<asset>?X-Amz-Signature=...`, which serves the bytes until it expires (then
-403). A fault with `expire_signed=True` expires the signed URL its request used.
+With `signed_ttl` it redirects like GitHub: an asset URL answers 302 to a signed URL
+(`/signed/<tag>/<asset>?expires=...&sig=...`, like objects.githubusercontent.com), which serves the
+bytes, honours Range and answers 403 once it has expired: after `signed_ttl` seconds, or after a
+request that took a fault with `expire_signed=True`. A client that resumes must go back to the
+asset URL for a fresh one. With `rate`, the bytes of all connections together are throttled.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
+import secrets
 import threading
 import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 RANGE_PATTERN = re.compile(r"^bytes=(\d*)-(\d*)$")
 CHUNK = 64 * 1024
-
-
-SIGNED_PREFIX = "/_signed/"
-SIGNATURE = "X-Amz-Signature=s3cr3t-signature"
+SIGNED_PREFIX = "/signed"
 ERROR_PAGE = b"<!DOCTYPE html><html><body><h1>Service unavailable</h1><p>Please log in to the network.</p></body></html>\n"
 
 
@@ -36,7 +38,7 @@ class Fault:
     `status` code (with `retry_after` seconds), `drop_after` bytes, `delay` seconds before
     answering, `drip` = (bytes, seconds): the body sent that many bytes at a time with a pause
     between, `html`: 200 with an HTML error page, `expire_signed`: the signed URL expires after
-    this request.
+    this request, `flip_at`: the body has one bit flipped at that fraction of the file's size.
     """
 
     status: int | None = None
@@ -46,17 +48,47 @@ class Fault:
     drip: tuple[int, float] | None = None
     html: bool = False
     expire_signed: bool = False
+    flip_at: float | None = None
+
+
+class Throttle:
+    """A shared budget of `rate` bytes per second, taken by every chunk of every connection."""
+
+    def __init__(self, rate: float):
+        self.rate = rate
+        self._free_at = time.monotonic()
+        self._lock = threading.Lock()
+
+    def take(self, size: int) -> None:
+        with self._lock:
+            now = time.monotonic()
+            self._free_at = max(self._free_at, now) + size / self.rate
+            wait = self._free_at - now - size / self.rate
+        if wait > 0:
+            time.sleep(wait)
 
 
 class RangeFileServer:
-    def __init__(self, root: str | Path, *, signed: bool = False):
+    """`signed_ttl`: seconds a signed URL stays valid (None: no redirect); `rate`: bytes/s of all
+    connections together (None: unthrottled).
+
+    `requests` records (method, asset path, Range) of the requests that reach an asset: all of them
+    unsigned, the signed URLs' ones (under the asset's path) when signed. `redirects` counts the
+    302s, `expired` the requests refused because their signed URL had expired, `authorizations`
+    records (path as requested, Authorization header) of every request.
+    """
+
+    def __init__(self, root: str | Path, *, signed_ttl: float | None = None, rate: float | None = None):
         self.root = Path(root).resolve()
-        self.signed = signed
-        self._signatures = 0
-        self._valid_signatures: set[int] = set()
-        self.requests: list[tuple[str, str, str | None]] = []  # (method, path, Range header)
-        self.authorizations: list[tuple[str, str | None]] = []  # (path, Authorization header)
+        self.signed_ttl = signed_ttl
+        self.throttle = Throttle(rate) if rate else None
+        self.requests: list[tuple[str, str, str | None]] = []
+        self.authorizations: list[tuple[str, str | None]] = []
+        self.redirects = 0
+        self.expired = 0
         self.bytes_sent = 0  # response body bytes, all requests together
+        self._secret = secrets.token_bytes(16)
+        self._revoked: set[str] = set()  # signatures expired by a fault
         self._faults: dict[str, list[Fault]] = {}
         self._lock = threading.Lock()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -73,11 +105,17 @@ class RangeFileServer:
         with self._lock:
             self._faults.setdefault(path_suffix, []).extend([fault] * times)
 
-    def _sign(self, path: str) -> str:
-        with self._lock:
-            self._signatures += 1
-            self._valid_signatures.add(self._signatures)
-            return f"{SIGNED_PREFIX}{self._signatures}{path}?{SIGNATURE}"
+    def corrupt_next(self, asset: str, times: int = 1, *, at: float = 0.5) -> None:
+        """Serve the next `times` downloads of `asset` with one bit flipped at `at` of its size."""
+        self.fail_next(f"/{asset}", Fault(flip_at=at), times)
+
+    def _signature(self, path: str, expires: str) -> str:
+        return hmac.new(self._secret, f"{path}\n{expires}".encode(), hashlib.sha256).hexdigest()
+
+    def signed_url(self, path: str) -> str:
+        """A fresh signed URL for the asset at `path` (`/<tag>/<asset>`), as the 302 gives it."""
+        expires = f"{time.time() + self.signed_ttl:.3f}"
+        return f"{self.url}{SIGNED_PREFIX}{quote(path)}?expires={expires}&sig={self._signature(path, expires)}"
 
     def _take_fault(self, path: str) -> Fault | None:
         with self._lock:
@@ -111,22 +149,31 @@ class RangeFileServer:
                 self._serve(body=True)
 
             def _serve(self, body: bool):
-                path = unquote(urlsplit(self.path).path)
+                parts = urlsplit(self.path)
+                path = unquote(parts.path)
+                with server._lock:
+                    server.authorizations.append((path, self.headers.get("Authorization")))
+                signature = None
+                if server.signed_ttl is not None:
+                    if not path.startswith(SIGNED_PREFIX + "/"):
+                        with server._lock:
+                            server.redirects += 1
+                        return self._reply_empty(302, {"Location": server.signed_url(path)})
+                    path = path[len(SIGNED_PREFIX) :]
+                    query = {name: values[0] for name, values in parse_qs(parts.query).items()}
+                    expires, signature = query.get("expires", ""), query.get("sig", "")
+                    if not hmac.compare_digest(signature, server._signature(path, expires)):
+                        return self._reply_empty(403)
+                    if float(expires) < time.time() or signature in server._revoked:
+                        with server._lock:
+                            server.expired += 1
+                        return self._reply_empty(403)  # S3's "Request has expired", as GitHub's CDN answers
                 with server._lock:
                     server.requests.append((self.command, path, self.headers.get("Range")))
-                    server.authorizations.append((path, self.headers.get("Authorization")))
-                if server.signed and not path.startswith(SIGNED_PREFIX):
-                    return self._reply_empty(302, {"Location": server._sign(path)})
-                signature = None
-                if server.signed:
-                    number, _, path = path.removeprefix(SIGNED_PREFIX).partition("/")
-                    path, signature = "/" + path, int(number)
-                    if signature not in server._valid_signatures:
-                        return self._reply_empty(403)
                 fault = server._take_fault(path)
                 if fault and fault.expire_signed and signature is not None:
                     with server._lock:
-                        server._valid_signatures.discard(signature)
+                        server._revoked.add(signature)
                 if fault and fault.delay:
                     time.sleep(fault.delay)
                 if fault and fault.status:
@@ -168,14 +215,21 @@ class RangeFileServer:
                 if not body:
                     return
                 budget = fault.drop_after if fault and fault.drop_after is not None else None
+                flip = int(size * fault.flip_at) if fault and fault.flip_at is not None else -1
                 with open(file, "rb") as f:
                     f.seek(start)
                     left = end - start + 1
                     while left:
                         step = fault.drip[0] if fault and fault.drip else CHUNK
+                        at = end + 1 - left
                         chunk = f.read(min(step, left, budget if budget is not None else step) or 1)
                         if budget is not None:
                             budget -= len(chunk)
+                        if at <= flip < at + len(chunk):
+                            chunk = bytearray(chunk)
+                            chunk[flip - at] ^= 1
+                        if server.throttle is not None:
+                            server.throttle.take(len(chunk))
                         try:
                             self.wfile.write(chunk)
                             if fault and fault.drip:
