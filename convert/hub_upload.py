@@ -58,7 +58,7 @@ from .conversion import (
     run_jobs,
 )
 from .parquet import Part
-from .upload import REPO_TYPE, PlannedFile, PushError, PushResult, _explain, commit_dataset, use_xet_only_if_offered
+from .upload import REPO_TYPE, PlannedFile, PushError, PushResult, _explain, commit_dataset, prepare_repo
 
 LEDGER = "uploaded.jsonl"
 # Complete files waiting for the uploader. When it lags, the converting jobs wait for it, so the
@@ -341,10 +341,7 @@ def _convert_and_push_locked(
     releases, folder: Path, api: HfApi, repo_id: str, *, keep_files: bool, private, revision, create_pr,
     commit_message, gated, num_proc, verify, strict, progress_bar, sizes,
 ) -> UploadRun:  # fmt: skip
-    url = api.create_repo(repo_id, repo_type=REPO_TYPE, private=private, exist_ok=True)
-    if revision and not create_pr:
-        api.create_branch(repo_id, repo_type=REPO_TYPE, branch=revision, exist_ok=True)
-    use_xet_only_if_offered(api, repo_id, revision)
+    url = prepare_repo(api, repo_id, private=private, revision=revision, create_pr=create_pr)
     ledger = Ledger(folder / WORK_DIR / LEDGER, repo=f"{api.endpoint}/{REPO_TYPE}/{repo_id}")
     jobs = plan_jobs(releases, folder, verify=verify, strict=strict, **sizes)
     configs = sorted(jobs, key=int)
@@ -406,7 +403,7 @@ def _convert_and_push_locked(
         _write_card_linking_preview(results, main, placements[main.config], folder, repo_id=repo_id, gated=gated)
     card = [_local_file(path, folder) for path in (PREVIEW_PATH, CARD_PATH)]
     pushed = commit_dataset(api, repo_id, revision=revision, create_pr=create_pr, message=commit_message, data=data, card=card)
-    pushed.repo_url = str(url)
+    pushed.repo_url = url
     return UploadRun(results, pushed, 0.0, sent["files"])
 
 

@@ -106,6 +106,15 @@ def _explain(error: HfHubHTTPError, repo_id: str) -> PushError:
     return PushError(f"the Hub refused the push to {repo_id!r} (HTTP {status}): {server_message}".rstrip(": "))
 
 
+def prepare_repo(api: HfApi, repo_id: str, *, private: bool, revision: str | None, create_pr: bool) -> str:
+    """Create the dataset repo (and the branch) if missing, choose Xet or classic LFS; the repo's URL."""
+    url = api.create_repo(repo_id, repo_type=REPO_TYPE, private=private, exist_ok=True)
+    if revision and not create_pr:
+        api.create_branch(repo_id, repo_type=REPO_TYPE, branch=revision, exist_ok=True)
+    use_xet_only_if_offered(api, repo_id, revision)
+    return str(url)
+
+
 def push_folder(
     folder: Path,
     *,
@@ -120,10 +129,7 @@ def push_folder(
     """Create the repo if needed and upload the converted `folder`, only what differs from the repo."""
     api = HfApi(token=token, endpoint=endpoint)
     try:
-        url = api.create_repo(repo_id, repo_type=REPO_TYPE, private=private, exist_ok=True)
-        if revision and not create_pr:
-            api.create_branch(repo_id, repo_type=REPO_TYPE, branch=revision, exist_ok=True)
-        use_xet_only_if_offered(api, repo_id, revision)
+        url = prepare_repo(api, repo_id, private=private, revision=revision, create_pr=create_pr)
         data: dict[str, list[PlannedFile]] = {}
         card: list[PlannedFile] = []
         for path, local in local_files(folder).items():
@@ -133,7 +139,7 @@ def push_folder(
         result = commit_dataset(api, repo_id, revision=revision, create_pr=create_pr, message=commit_message, data=data, card=card)
     except HfHubHTTPError as error:
         raise _explain(error, repo_id) from None
-    result.repo_url = str(url)
+    result.repo_url = url
     return result
 
 

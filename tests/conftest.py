@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import shutil
 import socket
+import tarfile
 import sys
 from pathlib import Path
 
@@ -185,3 +187,34 @@ def api(hub):
     from huggingface_hub import HfApi
 
     return HfApi(token=ALICE_TOKEN)
+
+
+# --- reading and rewriting releases in tests -----------------------------------------------------
+
+
+def members(path: Path) -> list[tuple[str, bytes]]:
+    """A shard's members, (name, bytes), read with Python's tarfile."""
+    with tarfile.open(path) as archive:
+        return [(m.name, archive.extractfile(m).read()) for m in archive]
+
+
+def write_members(path: Path, items: list[tuple[str, bytes]], tar_format=tarfile.PAX_FORMAT) -> None:
+    """Write `items` as a shard (names that are not UTF-8 kept as they are)."""
+    with tarfile.open(path, "w", format=tar_format, encoding="utf-8", errors="surrogateescape") as archive:
+        for name, data in items:
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime = len(data), 0
+            archive.addfile(info, io.BytesIO(data))
+
+
+def prepare(root: Path, **kwargs):
+    """The DatasetDict the builder prepares from the release folder `root`."""
+    from reghead import RegHead
+
+    builder = RegHead(config_name="512", data_dir=str(root), **kwargs)
+    builder.download_and_prepare()
+    return builder.as_dataset()
+
+
+def all_keys(ds) -> list[str]:
+    return sorted(key for split in ds.values() for key in split["sample_key"])

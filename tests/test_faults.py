@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import reghead_release.http as reghead_http
-from conftest import ALICE_TOKEN, publish
+from conftest import ALICE_TOKEN, all_keys, members, prepare, publish, write_members
 from convert import conversion
 from convert.push import main
 from convert.upload import PushError, push_folder
@@ -37,19 +37,6 @@ REPO = Path(__file__).resolve().parent.parent
 # --- building bad releases ---------------------------------------------------------------------
 
 
-def members(path: Path) -> list[tuple[str, bytes]]:
-    with tarfile.open(path) as archive:
-        return [(m.name, archive.extractfile(m).read()) for m in archive]
-
-
-def write_members(path: Path, items: list[tuple[str, bytes]]) -> None:
-    with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as archive:
-        for name, data in items:
-            info = tarfile.TarInfo(name)
-            info.size, info.mtime = len(data), 0
-            archive.addfile(info, io.BytesIO(data))
-
-
 @pytest.fixture
 def release(tmp_path):
     return write_sample_release(tmp_path / "release", num_identities=6, samples_per_shard=2)
@@ -61,16 +48,6 @@ def damage(release, edit, shard: int = 1) -> Path:
     write_members(path, edit(members(path)))
     write_release_assets(release.root, resolution=release.resolution, shard_paths=list(release.shard_paths))
     return path
-
-
-def prepare(root: Path, **kwargs):
-    builder = RegHead(config_name="512", data_dir=str(root), **kwargs)
-    builder.download_and_prepare()
-    return builder.as_dataset()
-
-
-def all_keys(ds) -> list[str]:
-    return sorted(key for split in ds.values() for key in split["sample_key"])
 
 
 # --- shards and assets -------------------------------------------------------------------------

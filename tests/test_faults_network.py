@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import reghead_release.http as reghead_http
-from conftest import publish
+from conftest import all_keys, publish
 from http_server import SIGNED_PREFIX, Fault, RangeFileServer
 from reghead import RegHead, ReleaseError
 from reghead_release.http import HttpFile, download, redact
@@ -54,10 +54,6 @@ def site(release, tmp_path):
 def signed_site(release, tmp_path):
     with serve(release, tmp_path, signed_ttl=300.0) as server:
         yield server
-
-
-def all_keys(ds) -> list[str]:
-    return sorted(key for split in ds.values() for key in split["sample_key"])
 
 
 def prepared_keys(base_url: str, **kwargs) -> list[str]:

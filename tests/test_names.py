@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import logging
 import tarfile
-from pathlib import Path
 
 import datasets
 import pyarrow.parquet as pq

@@ -20,10 +20,9 @@ from pathlib import Path
 import datasets
 import pytest
 
-from conftest import RangeFileServer
+from conftest import RangeFileServer, members, prepare, write_members
 from convert.push import main
 from reghead import EXPRESSIONS, RegHead, ReleaseError
-from reghead_release import reader
 from reghead_release.errors import Problems
 from reghead_release.reader import jpeg_size, read_shard_records
 from reghead_release.release import (
@@ -43,19 +42,6 @@ def jpeg(width: int, height: int, quality: int = 75) -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", (width, height), (90, 140, 200)).save(buffer, format="JPEG", quality=quality)
     return buffer.getvalue()
-
-
-def members(path: Path) -> list[tuple[str, bytes]]:
-    with tarfile.open(path) as archive:
-        return [(m.name, archive.extractfile(m).read()) for m in archive]
-
-
-def write_members(path: Path, items: list[tuple[str, bytes]], tar_format=tarfile.PAX_FORMAT) -> None:
-    with tarfile.open(path, "w", format=tar_format, encoding="utf-8", errors="surrogateescape") as archive:
-        for name, data in items:
-            info = tarfile.TarInfo(name)
-            info.size, info.mtime = len(data), 0
-            archive.addfile(info, io.BytesIO(data))
 
 
 @pytest.fixture(scope="module")
@@ -78,12 +64,6 @@ def damage(release, edit, *, tar_format=tarfile.PAX_FORMAT) -> Path:
     write_members(path, items, tar_format)
     write_release_assets(release.root, resolution=release.resolution, shard_paths=list(release.shard_paths))
     return path
-
-
-def prepare(root: Path, **kwargs):
-    builder = RegHead(config_name="512", data_dir=str(root), **kwargs)
-    builder.download_and_prepare()
-    return builder.as_dataset()
 
 
 def _image(expression: str, replace):
