@@ -379,10 +379,10 @@ def write_report(args, results, sizes, split, started, output: Path) -> None:
         lines.append("")
     lines += ["## Re-running", "", "```bash",
               "apt-get install hyperfine && pip install py-spy   # the timer and the profiler",
-              "python benchmarks/run.py                            # subset and full size, 3 runs: the figures above",
-              "python benchmarks/run.py --release full --runs 1    # full size only, one run",
+              "python benchmarks/run.py                                     # both issues, subset and full size, 3 runs",
+              "python benchmarks/run.py --release full --runs 1 --issue 13  # issue 13's rows at full size, one run",
+              "python benchmarks/run.py --release full --runs 1 --issue 11 --readback   # issue 11's rows",
               "python benchmarks/run.py --smoke --output /tmp/BENCHMARKS.md",
-              "python benchmarks/run.py --release full --runs 1 --issue 11 --readback   # issue 11's rows only",
               "```", "",
               f"Releases are written once into `--data-dir` (default {releases.DATA_DIR}; full size: 19 GiB) and "
               "reused; outputs go to `--work-dir` and are deleted after each contender (full size: up to ~40 GiB "
@@ -417,7 +417,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--only", action="append", help="run only this contender (repeatable)")
     parser.add_argument("--data-dir", type=Path, default=releases.DATA_DIR, help="the release cache")
     parser.add_argument("--work-dir", type=Path, help="outputs of the contenders (default: DATA_DIR/work)")
-    parser.add_argument("--output", type=Path, help="default: docs/BENCHMARKS.md (BENCHMARKS-issueN.md: one --issue)")
+    parser.add_argument("--output", type=Path, help="default: docs/BENCHMARKS.md (BENCHMARKS-issue11.md for --issue 11 alone)")
     parser.add_argument("--no-profile", action="store_true")
     parser.add_argument("--smoke", action="store_true", help="the smoke release, one run")
     parser.add_argument("--issue", action="append", choices=("13", "11"), help="run this issue's rows (default: both)")
@@ -432,7 +432,7 @@ def main(argv: list[str] | None = None) -> None:
     kinds = args.release or ["subset", "full"]
     args.issue = args.issue or ["13", "11"]
     if args.output is None:
-        args.output = DOCS if len(set(args.issue)) == 2 else DOCS.with_name(f"BENCHMARKS-issue{args.issue[0]}.md")
+        args.output = DOCS.with_name("BENCHMARKS-issue11.md") if set(args.issue) == {11} else DOCS
     work = args.work_dir or args.data_dir / "work"
     started = time.time()
     results, sizes, split = {}, {}, None
