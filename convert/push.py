@@ -41,9 +41,6 @@ from .upload import PushError, push_folder  # noqa: E402
 # Not "reghead": that is the checkout's folder name, and load_dataset("reghead") from the folder
 # above the checkout would find the checkout (its reghead.py) instead of the converted data.
 DEFAULT_OUTPUT = "reghead-parquet"
-# Shards read at once from a server: reading waits on the network, so more jobs than cores keep
-# 2 cores busy on a fast link; each job holds about 64 MiB whatever the shard size.
-REMOTE_JOBS = 4
 
 # The builder's words in `ReleaseError` hints -> this command's options, applied in order to the
 # hint only. The reader and the builder keep their own words; this is the one translation.
@@ -102,7 +99,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--num-proc",
         type=int,
-        help=f"shards converted at once, in threads (default: all cores; with --from-release at least {REMOTE_JOBS}, as reading waits on the network)",
+        help="shards converted (and, with --from-release, read) at once, in threads (default: all cores)",
     )
     parser.add_argument("--no-verify", action="store_true", help="do not check shards against SHA256SUMS")
     parser.add_argument("--lenient", action="store_true", help="skip bad samples with a warning instead of stopping")
@@ -130,8 +127,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.base_url and args.from_release is None:
         parser.error("--base-url goes with --from-release")
     if args.num_proc is None:
-        cores = os.cpu_count() or 1
-        args.num_proc = max(cores, REMOTE_JOBS) if args.from_release is not None else cores
+        # Not more with --from-release, where reading waits on the network: the jobs share one GIL
+        # for their Python work, so more threads than cores only hold more memory (docs/BENCHMARKS.md).
+        args.num_proc = os.cpu_count() or 1
     if args.sample_images and not (Path(args.sample_images).is_dir() and real_identity_dirs(args.sample_images)):
         parser.error(f"--sample-images {args.sample_images!r}: expected a folder of <identity>/<expression>.jpg with all 10 expressions")
     return args
