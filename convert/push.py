@@ -208,6 +208,18 @@ def summary(results, seconds: float, out_dir: Path) -> str:
     return "\n".join(lines)
 
 
+def hub_target(args: argparse.Namespace) -> dict:
+    """Where a push goes and how it commits, as `push_folder` and `convert_and_push` take it."""
+    return {
+        "repo_id": args.repo_id,
+        "token": args.token,
+        "private": args.private,
+        "revision": args.revision,
+        "create_pr": args.create_pr,
+        "commit_message": args.commit_message,
+    }
+
+
 def pushed_line(pushed, seconds: float, sent: str) -> str:
     """The closing line of a push: what was sent, kept and deleted, in how many commits."""
     return (
@@ -240,15 +252,7 @@ def main(argv: list[str] | None = None) -> int:
             print(summary(results, seconds, output_folder(args)))
         if args.repo_id:
             started = time.perf_counter()
-            pushed = push_folder(
-                output_folder(args),
-                repo_id=args.repo_id,
-                token=args.token,
-                private=args.private,
-                revision=args.revision,
-                create_pr=args.create_pr,
-                commit_message=args.commit_message,
-            )
+            pushed = push_folder(output_folder(args), **hub_target(args))
             if not args.quiet:
                 print(pushed_line(pushed, time.perf_counter() - started, f"{len(pushed.uploaded)} files sent"))
         elif not args.quiet:
@@ -277,12 +281,7 @@ def upload_as_you_go(args: argparse.Namespace) -> int:
     run = convert_and_push(
         args.releases,
         out_dir=Path(args.output_dir) if args.output_dir else None,  # given: the files stay there
-        repo_id=args.repo_id,
-        token=args.token,
-        private=args.private,
-        revision=args.revision,
-        create_pr=args.create_pr,
-        commit_message=args.commit_message,
+        **hub_target(args),
         gated=args.gated,
         num_proc=args.num_proc,
         verify=not args.no_verify,

@@ -218,3 +218,11 @@ def prepare(root: Path, **kwargs):
 
 def all_keys(ds) -> list[str]:
     return sorted(key for split in ds.values() for key in split["sample_key"])
+
+
+def keys_read(builder, *, streaming: bool) -> list[str]:
+    """Every sample key the builder reads, all splits, streamed or prepared."""
+    if streaming:
+        return sorted(row["sample_key"] for split in builder.as_streaming_dataset().values() for row in split)
+    builder.download_and_prepare()
+    return all_keys(builder.as_dataset())

@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import reghead_release.http as reghead_http
-from conftest import ALICE_TOKEN, all_keys, members, prepare, publish, write_members
+from conftest import ALICE_TOKEN, all_keys, keys_read, members, prepare, publish, write_members
 from convert import conversion
 from convert.push import main
 from convert.upload import PushError, push_folder
@@ -337,11 +337,7 @@ def test_connection_dropped_mid_shard_is_resumed_with_range(site, release, strea
     shard = release.shard_paths[1].name
     site.fail_next(shard, Fault(drop_after=100_000))
     builder = RegHead(config_name="512", base_url=site.url)
-    if streaming:
-        keys = sorted(row["sample_key"] for split in builder.as_streaming_dataset().values() for row in split)
-    else:
-        builder.download_and_prepare()
-        keys = all_keys(builder.as_dataset())
+    keys = keys_read(builder, streaming=streaming)
     assert keys == sorted(release.keys)
     assert (("GET", f"/reghead-webdataset-v1-512/{shard}", "bytes=100000-") in site.requests)
 

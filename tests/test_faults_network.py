@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import reghead_release.http as reghead_http
-from conftest import all_keys, publish
+from conftest import all_keys, keys_read, publish
 from http_server import SIGNED_PREFIX, Fault, RangeFileServer
 from reghead import RegHead, ReleaseError
 from reghead_release.http import HttpFile, download, redact
@@ -236,11 +236,7 @@ def test_expired_signed_url_goes_back_to_the_asset_url(signed_site, release, str
     shard = release.shard_paths[1].name
     signed_site.fail_next(shard, Fault(drop_after=100_000, expire_signed=True))
     builder = RegHead(config_name="512", base_url=signed_site.url)
-    if streaming:
-        keys = sorted(row["sample_key"] for split in builder.as_streaming_dataset().values() for row in split)
-    else:
-        builder.download_and_prepare()
-        keys = all_keys(builder.as_dataset())
+    keys = keys_read(builder, streaming=streaming)
     assert keys == sorted(release.keys)
     # Served until byte 100,000 by the first signed URL, then the resume by a fresh one...
     reads = [wanted for _, path, wanted in signed_site.requests if path == f"/{TAG}/{shard}"]
