@@ -147,17 +147,18 @@ class RegHead(datasets.GeneratorBasedBuilder):
             raise
 
     def _split_generators(self, dl_manager):
-        shards, vocabulary = self._locate_shards(dl_manager)
         verify = self.config.verify_checksums and getattr(self, "_verification_mode", None) != VerificationMode.NO_CHECKS
+        shards, vocabulary, downloaded = self._locate_shards(dl_manager, verify=verify)
         return [
             datasets.SplitGenerator(
                 name=split,
                 gen_kwargs={
                     "shards": shards,
                     "split": split,
-                    # The train split reads every byte of every shard anyway, so it verifies them;
-                    # the other splits then skip the samples they do not keep without reading them.
-                    "verify": verify and split == "train",
+                    # The train split reads every byte of every shard anyway, so it verifies them
+                    # (unless `download` just did); the other splits then skip the samples they do
+                    # not keep without reading them.
+                    "verify": verify and split == "train" and not downloaded,
                     # the release's own feature and accessory names, from its list of identities
                     "vocabulary": vocabulary,
                 },
@@ -165,15 +166,19 @@ class RegHead(datasets.GeneratorBasedBuilder):
             for split in SPLITS
         ]
 
-    def _locate_shards(self, dl_manager):
-        """The release's shards and its vocabulary (`ReleaseIndex.vocabulary`)."""
+    def _locate_shards(self, dl_manager, *, verify: bool):
+        """The release's shards, its vocabulary (`ReleaseIndex.vocabulary`), and whether they were downloaded.
+
+        A download is verified against SHA256SUMS as it is written (with `verify`), so the shards
+        need no second hash when they are read.
+        """
         resolution = self.config.resolution
         if self.config.data_dir:
             index, shards = read_local_release(self.config.data_dir, resolution)
-            return shards, index.vocabulary()
+            return shards, index.vocabulary(), False
         index, shards = read_remote_release(base_url_for(resolution, self.config.base_url), resolution)
         if isinstance(dl_manager, StreamingDownloadManager):
-            return shards, index.vocabulary()
+            return shards, index.vocabulary(), False
         # Downloaded once into the builder's downloads folder, resumed and retried by HttpFile,
         # verified against SHA256SUMS before it takes its final name (see `download`).
         folder = Path(dl_manager.download_config.cache_dir) / "reghead" / release_tag(resolution)
@@ -181,11 +186,12 @@ class RegHead(datasets.GeneratorBasedBuilder):
         with hf_tqdm(total=total, unit="B", unit_scale=True, desc=f"Downloading {release_tag(resolution)}") as bar:
             shards = [
                 replace(shard, location=str(download(
-                    shard.location, folder / shard.name, what=shard.name, sha256=shard.sha256, size=shard.size, progress=bar.update
+                    shard.location, folder / shard.name, what=shard.name, sha256=shard.sha256 if verify else None,
+                    size=shard.size, progress=bar.update,
                 )))
                 for shard in shards
             ]
-        return shards, index.vocabulary()
+        return shards, index.vocabulary(), True
 
     def _as_dataset(self, split=datasets.Split.TRAIN, in_memory=False):
         # A small release can leave a split without identities; datasets has no file to read
