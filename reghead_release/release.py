@@ -133,12 +133,15 @@ def manifest_shard_sizes(manifest) -> dict[str, int | None]:
     return sizes
 
 
-class _Inflated(io.RawIOBase):
-    """An asset's inflated bytes, refused past `limit`: a small archive that inflates without end stops early."""
+class _Bounded(io.RawIOBase):
+    """A file's bytes, refused past `limit` without reading on: a bomb or a runaway asset stops early.
 
-    def __init__(self, source, *, limit: int, file: str):
+    `too_large` is the message, formatted with the limit, that the `ReleaseError` gives.
+    """
+
+    def __init__(self, source, *, limit: int, file: str, too_large: str):
         super().__init__()
-        self.source, self.limit, self.file, self.count = source, limit, file, 0
+        self.source, self.limit, self.file, self.too_large, self.count = source, limit, file, too_large, 0
 
     def readable(self) -> bool:
         return True
@@ -147,7 +150,7 @@ class _Inflated(io.RawIOBase):
         data = self.source.read(min(len(buffer), self.limit + 1 - self.count))
         self.count += len(data)
         if self.count > self.limit:
-            raise ReleaseError(f"the archive inflates to more than {self.limit:,} bytes, far more than a release asset holds", file=self.file, hint=DOWNLOAD_HINT)
+            raise ReleaseError(self.too_large.format(limit=self.limit), file=self.file, hint=DOWNLOAD_HINT)
         buffer[: len(data)] = data
         return len(data)
 
@@ -173,7 +176,9 @@ def read_tar_gz_members(fileobj, *, file: str, wanted: set[str]) -> dict[str, by
     limit = sum(MAX_MEMBER_BYTES[path] for path in wanted) + ASSET_SLACK_BYTES
     try:
         with gzip.GzipFile(fileobj=fileobj, mode="rb") as inflating:
-            with tarfile.open(fileobj=_Inflated(inflating, limit=limit, file=file), mode="r|") as archive:
+            too_large = "the archive inflates to more than {limit:,} bytes, far more than a release asset holds"
+            inflated = _Bounded(inflating, limit=limit, file=file, too_large=too_large)
+            with tarfile.open(fileobj=inflated, mode="r|") as archive:
                 for member in archive:
                     path = by_base.get(member.name.rpartition("/")[2])
                     if path and member.isfile():
@@ -382,13 +387,8 @@ def read_remote_index(base_url: str) -> ReleaseIndex:
 
 def read_at_most(fileobj, limit: int, *, file: str) -> bytes:
     """All of a file's bytes, refused (without reading on) once they pass `limit`."""
-    chunks, count = [], 0
-    while chunk := fileobj.read(min(1 << 20, limit + 1 - count)):
-        chunks.append(chunk)
-        count += len(chunk)
-        if count > limit:
-            raise ReleaseError(f"is more than {limit:,} bytes, far more than a release asset holds", file=file, hint=DOWNLOAD_HINT)
-    return b"".join(chunks)
+    too_large = "is more than {limit:,} bytes, far more than a release asset holds"
+    return _Bounded(fileobj, limit=limit, file=file, too_large=too_large).readall()
 
 
 def read_remote_release(base_url: str, resolution: int) -> tuple[ReleaseIndex, list[Shard]]:
