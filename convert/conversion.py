@@ -345,8 +345,9 @@ def run_jobs(
 ) -> list[ShardRecord]:
     """Run the jobs that are not done yet, `num_proc` at a time; records come back in job order.
 
-    Jobs run in threads: hashing, copying into Arrow and writing parquet release the GIL, so
-    threads use the cores without a second interpreter's start-up and memory. `on_finished` is
+    Jobs run in threads, without a second interpreter's start-up and memory. Hashing and writing
+    parquet release the GIL, but the reader's per-member work and the image-column joins hold it,
+    so today two jobs convert little faster than one (docs/BENCHMARKS.md). `on_finished` is
     told of every finished job (also those an earlier run finished), in the job's thread: when it
     blocks, that job's slot waits, which is how an uploader that lags holds the conversion back.
     `on_part` is told of each part as soon as it is complete, in the job's thread, the same way.
