@@ -6,9 +6,9 @@
     python benchmarks/run.py --release full --runs 1 --issue 11 --readback   # issue 11's rows only
 
 Each contender is one shell command; hyperfine runs it `--runs` times after emptying its output
-folder, `sync` and reading its input once (a warm page cache), and wraps it in `/usr/bin/time`
-for the CPU seconds (user + sys of the whole process tree) and the peak RSS (the largest process
-of the tree). Releases come from releases.py (written once into --data-dir); outputs go to
+folder, `sync` and reading its input once (a warm page cache), and wraps it in tree.py for the
+CPU seconds (user + sys of the whole process tree, the converter's job processes included) and
+the peak memory (the sum over the tree of RSS, and of PSS). Releases come from releases.py (written once into --data-dir); outputs go to
 --work-dir and are deleted after each contender. The converter is profiled once with py-spy.
 Issue 11's rows read the release from a loopback GitHub-like server and push to a loopback Hub
 (tests/), both in this process, once at full speed and once throttled to --throttle MB/s.
@@ -48,7 +48,6 @@ from reghead_release.schema import release_tag  # noqa: E402
 PYTHON = sys.executable
 LOAD_AT_START = os.getloadavg()[0]
 DOCS = REPO / "docs" / "BENCHMARKS.md"
-TIME_FORMAT = "%e %U %S %M"  # wall s, user s, sys s, max RSS KiB: one line per run
 DISK_SAMPLE_S = 0.5  # the disk sampler's period
 HUB_USER, HUB_TOKEN = "bench", "hf_bench_token"  # the loopback Hub's one user
 THROTTLED = " throttled"  # suffix of issue 11's rows with the GitHub-like server throttled
@@ -97,6 +96,7 @@ TARGETS = [
     Target("converter CPU seconds per GiB <= 3.0 (issue 13)", "convert", None, 3.0),
     Target("converter wall <= 1.5x `cp` (issue 13, at full size)", "convert", "cp", 1.5),
     Target("do-it-yourself wall >= 2.5x converter's (issue 13)", "diy", "convert", 2.5, at_most=False),
+    Target("converter peak RSS <= 500 MiB at 2 jobs (issue 13)", "convert", None, 500, figure="rss"),
     Target(
         "builder `download_and_prepare()` <= 0.8x the webdataset builder's (issue 13)",
         "reghead prepare", "webdataset prepare", 0.8,
@@ -108,7 +108,7 @@ TARGETS = [
       for t in ("", THROTTLED) for text, limit, figure in (("peak extra disk <= 5 GiB", 5, "disk"),
                                                            ("peak RSS <= 600 MiB", 600, "rss"))),
 ]  # fmt: skip
-UNITS = {"cpu_per_gib": "CPU s/GiB", "disk": "GiB", "rss": "MiB"}
+UNITS = {"cpu_per_gib": "CPU s/GiB", "disk": "GiB", "rss": "MiB", "pss": "MiB"}
 
 
 def issue13_contenders(root: Path, work: Path) -> list[Contender]:
@@ -225,7 +225,7 @@ def hyperfine(contender: Contender, runs: int, work: Path) -> None:
     reset = f"{contender.reset} && " if contender.reset else ""
     prepare = f"{reset}rm -rf {out} && mkdir -p {out} && sync{warm}"
     cleanup = " && ".join(filter(None, [contender.check, contender.reset, f"rm -rf {out}"]))
-    command = shlex.join(["/usr/bin/time", "-a", "-o", str(times), "-f", TIME_FORMAT, *contender.command])
+    command = shlex.join([PYTHON, str(BENCH / "tree.py"), str(times), *contender.command])
     sampler = DiskSampler(contender.out)
     sampler.start()
     done = subprocess.run(
@@ -241,8 +241,9 @@ def hyperfine(contender: Contender, runs: int, work: Path) -> None:
     contender.figures = {
         "wall": result["median"],
         "walls": result["times"],
-        "cpu": statistics.median(user + system for _, user, system, _ in rows),
-        "rss": max(rss for *_, rss in rows) / 1024,
+        "cpu": statistics.median(user + system for _, user, system, *_ in rows),
+        "rss": max(rss for _, _, _, rss, _ in rows) / 1024,
+        "pss": max(pss for *_, pss in rows) / 1024,
         "disk": disk,
     }
     if contender.check:
@@ -256,7 +257,7 @@ def profile(contender: Contender, report: Path) -> dict[str, float] | None:
         return None
     subprocess.run(["rm", "-rf", str(contender.out)], check=True)
     subprocess.run(
-        [spy, "record", "-r", str(PROFILE_RATE), "--native", "-f", "raw", "-o", str(report), "--", *contender.command],
+        [spy, "record", "-r", str(PROFILE_RATE), "--native", "--subprocesses", "-f", "raw", "-o", str(report), "--", *contender.command],
         check=True, capture_output=True, env={**os.environ, "PYTHONPATH": str(REPO), **contender.env},
     )  # fmt: skip
     subprocess.run(["rm", "-rf", str(contender.out)], check=True)
@@ -329,8 +330,10 @@ def write_report(args, results, sizes, split, started, output: Path) -> None:
     lines += ["## Method", "", (
         f"Every contender is a whole process (start-up and imports included), timed by hyperfine, median of "
         f"{args.runs} run(s). Before each run its output folder is emptied, `sync` is run and its input files are "
-        "read once (a warm page cache). CPU is user + sys of the process tree and peak RSS the largest process of "
-        "the tree (`/usr/bin/time`), the highest of all runs. The converter runs with SHA-256 verification and "
+        "read once (a warm page cache). CPU is user + sys of the whole process tree (the converter's job "
+        "processes included) and peak RSS and PSS the sums over the tree, sampled every 0.1 s (`benchmarks/tree.py`): "
+        "RSS counts the pages processes share (libraries) once per process, PSS divides them among them; the "
+        "highest of all runs. The converter runs with SHA-256 verification and "
         "content-defined chunking on (its defaults), on all cores; `diy` is `datasets`' packaged webdataset "
         "builder, rows routed to the project's splits, then `to_parquet` per split; `reghead prepare` and "
         "`webdataset prepare` are the two builders' `download_and_prepare()` into an empty cache. Peak disk is "
@@ -354,13 +357,13 @@ def write_report(args, results, sizes, split, started, output: Path) -> None:
               "| release | shards | GiB | identities | shard sizes (GB) |", "|---|---|---|---|---|"]  # fmt: skip
     for kind, (count, gib, identities, low, high) in sizes.items():
         lines.append(f"| {kind} | {count} | {gib:.2f} | {identities:,} | {low:.2f}-{high:.2f} |")
-    header = "| release | contender | wall s (median) | CPU s/GiB | peak RSS MiB | peak disk GiB | all walls s |"
-    lines += ["", "## Results", "", header, "|---|---|---|---|---|---|---|"]
+    header = "| release | contender | wall s (median) | CPU s/GiB | peak RSS MiB | peak PSS MiB | peak disk GiB | all walls s |"
+    lines += ["", "## Results", "", header, "|---|---|---|---|---|---|---|---|"]
     for kind, contenders in results.items():
         for c in contenders.values():
             f, walls = c.figures, ", ".join(f"{w:.1f}" for w in c.figures["walls"])
             lines.append(f"| {kind} | {c.name} | {f['wall']:.2f} | {f['cpu_per_gib']:.2f} | {f['rss']:.0f} "
-                         f"| {f['disk']:.2f} | {walls} |")
+                         f"| {f['pss']:.0f} | {f['disk']:.2f} | {walls} |")
     lines += [f"\n{c.figures['readback']} (`--readback`)" for cs in results.values() for c in cs.values()
               if "readback" in c.figures]  # fmt: skip
     lines += ["", "## Targets", "", *ratio_lines(results), ""]

@@ -345,15 +345,17 @@ def run_jobs(
 ) -> list[ShardRecord]:
     """Run the jobs that are not done yet, `num_proc` at a time; records come back in job order.
 
-    Jobs run in threads, without a second interpreter's start-up and memory. Hashing and writing
-    parquet release the GIL, but the reader's per-member work and the image-column joins hold it,
-    so today two jobs convert little faster than one (docs/BENCHMARKS.md). `on_finished` is
-    told of every finished job (also those an earlier run finished), in the job's thread: when it
-    blocks, that job's slot waits, which is how an uploader that lags holds the conversion back.
-    `on_part` is told of each part as soon as it is complete, in the job's thread, the same way.
-    `uploaded` tells `finished_record` which parts are on the Hub already. `stop` is set when the
-    run fails or is interrupted; an `on_finished` that waits watches it too.
+    With `num_proc` above 1, each job runs in a process of its own (convert/workers.py): the jobs'
+    Python work holds the GIL, so jobs in threads of one process would take turns on one core.
+    The parent keeps one thread per running job. `on_finished` is told of every finished job (also
+    those an earlier run finished) in that thread: when it blocks, that job's slot waits, which is
+    how an uploader that lags holds the conversion back. `on_part` is told of each part as soon as
+    it is complete, in the same thread, and the job waits for it. `uploaded` tells
+    `finished_record` which parts are on the Hub already. `stop` is set when the run fails or is
+    interrupted; the jobs end within a sample, and an `on_finished` that waits watches it too.
     """
+    from . import workers as _workers  # it builds on this module
+
     records: dict[int, ShardRecord] = {}
     todo = []
     for position, job in enumerate(jobs):
@@ -367,7 +369,8 @@ def run_jobs(
             todo.append(position)
 
     def run(job: ShardJob, report: Callable[[int], None], stop: threading.Event | None = None) -> ShardRecord:
-        record = run_job_refetching(job, report, stop, on_part=partial(on_part, job) if on_part is not None else None)
+        run_one = run_job_refetching if num_proc <= 1 else _workers.run_in_process  # one job needs no second process
+        record = run_one(job, report, stop, on_part=partial(on_part, job) if on_part is not None else None)
         if on_finished is not None:
             on_finished(job, record)
         return record

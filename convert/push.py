@@ -99,7 +99,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--num-proc",
         type=int,
-        help="shards converted (and, with --from-release, read) at once, in threads (default: all cores)",
+        help="shards converted (and, with --from-release, read) at once, each in a process of its own (default: all cores)",
     )
     parser.add_argument("--no-verify", action="store_true", help="do not check shards against SHA256SUMS")
     parser.add_argument("--lenient", action="store_true", help="skip bad samples with a warning instead of stopping")
@@ -127,8 +127,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.base_url and args.from_release is None:
         parser.error("--base-url goes with --from-release")
     if args.num_proc is None:
-        # Not more with --from-release, where reading waits on the network: the jobs share one GIL
-        # for their Python work, so more threads than cores only hold more memory (docs/BENCHMARKS.md).
+        # Not more with --from-release, where reading waits on the network: each job is a process
+        # that holds its own buffers, so more jobs than cores only hold more memory (docs/BENCHMARKS.md).
         args.num_proc = os.cpu_count() or 1
     if args.sample_images and not (Path(args.sample_images).is_dir() and real_identity_dirs(args.sample_images)):
         parser.error(f"--sample-images {args.sample_images!r}: expected a folder of <identity>/<expression>.jpg with all 10 expressions")

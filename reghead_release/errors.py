@@ -41,9 +41,21 @@ class ReleaseError(Exception):
             text = f"{text}. {hint}"
         super().__init__(text)
 
+    def __reduce__(self):
+        # Rebuilt from its attributes, not from `__init__`'s arguments: subclasses take other
+        # arguments, and the converter's job processes send these errors to their parent.
+        return _rebuild_error, (type(self), self.args, self.__dict__)
+
     def with_hint(self, hint: str | None) -> ReleaseError:
         """The same error saying what to do in other words (the converter names its own options)."""
         return ReleaseError(self.message, file=self.file, key=self.key, hint=hint)
+
+
+def _rebuild_error(cls: type[ReleaseError], args: tuple, attributes: dict) -> ReleaseError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, *args)
+    error.__dict__.update(attributes)
+    return error
 
 
 class ChecksumMismatch(ReleaseError):
