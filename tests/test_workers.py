@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import pickle
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +19,8 @@ from reghead_release.errors import ChecksumMismatch, ReleaseError
 from reghead_release.sample import write_release_assets, write_sample_release
 
 from conftest import members, write_members
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def plan(release, out, **sizes):
@@ -129,3 +135,13 @@ def test_stop_ends_the_jobs_within_a_sample(tmp_path):
     assert not any(job.record_path.exists() for job in jobs)
     assert leftovers(jobs) == []
     assert not multiprocessing.active_children()
+
+
+def test_a_long_temporary_folder_path_is_no_obstacle(release, tmp_path):
+    # The fork server's socket lives in the temporary folder, and a socket path has at most 107 bytes.
+    long_tmp = tmp_path / ("t" * 60) / ("m" * 60)
+    long_tmp.mkdir(parents=True)
+    command = [sys.executable, str(REPO / "convert" / "push.py"), f"--release=512={release.root}", "--num-proc=2", "--quiet"]
+    done = subprocess.run([*command, f"--output-dir={tmp_path / 'out'}"], env={**os.environ, "TMPDIR": str(long_tmp)}, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert list((tmp_path / "out" / "512").glob("train-*.parquet"))
