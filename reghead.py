@@ -147,6 +147,10 @@ class RegHead(datasets.GeneratorBasedBuilder):
             raise
 
     def _split_generators(self, dl_manager):
+        # The train split reads every shard whole; it notes where the other splits' samples are
+        # (shard -> split -> byte spans), so their splits read only those. A split prepared in
+        # another process (num_proc) has no notes and reads its shards whole.
+        self._sample_spans: dict[str, dict[str, list[tuple[int, int]]]] = {}
         verify = self.config.verify_checksums and getattr(self, "_verification_mode", None) != VerificationMode.NO_CHECKS
         shards, vocabulary, downloaded = self._locate_shards(dl_manager, verify=verify)
         return [
@@ -156,8 +160,7 @@ class RegHead(datasets.GeneratorBasedBuilder):
                     "shards": shards,
                     "split": split,
                     # The train split reads every byte of every shard anyway, so it verifies them
-                    # (unless `download` just did); the other splits then skip the samples they do
-                    # not keep without reading them.
+                    # (unless `download` just did); the other splits then read only their samples.
                     "verify": verify and split == "train" and not downloaded,
                     # the release's own feature and accessory names, from its list of identities
                     "vocabulary": vocabulary,
@@ -213,19 +216,28 @@ class RegHead(datasets.GeneratorBasedBuilder):
             return split_of(key) == split
 
         for shard in shards:
+            # A split read after another one read the whole shard goes straight to its samples.
+            spans = self._sample_spans.get(shard.location, {}).get(split)
+            if spans == []:
+                continue  # the shard has none of this split's samples
+            declined = {name: [] for name in SPLITS if name != split}
             with open_shard(shard.location, what=shard.name, size=shard.size) as raw:
                 rows = read_shard_rows(
                     raw,
                     file=shard.name,
-                    expected_sha256=shard.sha256 if verify else None,
+                    expected_sha256=shard.sha256 if verify and spans is None else None,
                     keep=in_split,
                     seen=seen,
                     problems=problems,
                     resolution=self.config.resolution,
                     vocabulary=vocabulary,
+                    on_declined=lambda key, start, end: declined[split_of(key)].append((start, end)),
+                    spans=spans,
                 )
                 for position, row in enumerate(rows):
                     yield Key(shard.index, position), row
+            if spans is None:
+                self._sample_spans[shard.location] = declined  # only once the whole shard was read
         # Once per split, at the end; silenced with datasets.logging.set_verbosity_error().
         if datasets.logging.get_verbosity() <= logging.WARNING:
             problems.log_summary(f"RegHead {self.config.name} {split} split")

@@ -11,7 +11,7 @@ are passed through as they are in the tar.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import NamedTuple
 
 from .errors import ChecksumMismatch, Problems, ReleaseError, shorten
@@ -100,17 +100,24 @@ def iter_samples(
     keep: Callable[[str], bool] | None,
     seen: dict[str, str],
     problems: Problems,
+    on_declined: Callable[[str, int, int], None] | None = None,
+    end: int | None = None,
 ) -> Iterator[Sample]:
     """Group consecutive members that share a key into samples; leave unwanted samples unread.
 
     `seen` maps every key met so far (in this and earlier shards of the same read) to its shard,
-    so that a key met twice is caught wherever it is.
+    so that a key met twice is caught wherever it is. `on_declined(key, start, end)` is told of
+    each sample left unread because `keep` declined it, with its byte span in the shard (from its
+    first header to the end of its last member): a later read can go straight to it
+    (`read_shard_records(spans=...)`). With `end`, the samples from the stream's offset up to
+    `end` are read (`iter_members`).
     """
     file = stream.file
     key = None
     fields: dict[str, tuple[str, bytes | None]] = {}
-    wanted = False
-    for member in iter_members(stream):
+    wanted = declined = False
+    span_start = span_end = 0
+    for member in iter_members(stream, end=end):
         parts = split_member_name(member.name, current_key=key)
         if parts is None:
             problems.note("member outside any sample", f"member {shorten(member.name, NAME_CHARS)} has no '.<field>' and is ignored", file=file, key=None)
@@ -119,7 +126,10 @@ def iter_samples(
         if member_key != key:
             if wanted:
                 yield Sample(key, fields)
-            key, fields, wanted = member_key, {}, False
+            elif declined and on_declined is not None:
+                on_declined(key, span_start, span_end)
+            key, fields, wanted, declined = member_key, {}, False, False
+            span_start = member.start
             if not is_utf8(member_key):
                 problems.bad_sample("member name not UTF-8", f"member name {shorten(member.name, NAME_CHARS)} is not UTF-8", file=file, key=member_key)
                 continue
@@ -131,6 +141,8 @@ def iter_samples(
                 continue
             seen[member_key] = file
             wanted = keep is None or keep(member_key)
+            declined = not wanted
+        span_end = member.end
         if not wanted:
             continue
         if field in fields:
@@ -152,6 +164,14 @@ def iter_samples(
         fields[field] = (member.name, stream.read(member.size, what=f"member {member.name!r}"))
     if wanted:
         yield Sample(key, fields)
+    elif declined and on_declined is not None:
+        on_declined(key, span_start, span_end)
+
+
+def _samples_in_spans(stream: ShardStream, spans: Sequence[tuple[int, int]], **options) -> Iterator[Sample]:
+    for start, end in spans:
+        stream.seek(start)
+        yield from iter_samples(stream, end=end, **options)
 
 
 def jpeg_size(data) -> tuple[int, int] | str:
@@ -299,6 +319,8 @@ def read_shard_records(
     problems: Problems | None = None,
     resolution: int | None = None,
     vocabulary: Vocabulary | None = None,
+    on_declined: Callable[[str, int, int], None] | None = None,
+    spans: Sequence[tuple[int, int]] | None = None,
 ) -> Iterator[Record]:
     """The records of one open shard, in tar order, verified against `expected_sha256` when it is given.
 
@@ -309,16 +331,24 @@ def read_shard_records(
 
     The hash is checked when the shard has been read to its end, after its last record was yielded:
     a caller that must not keep records of a damaged shard writes them somewhere temporary first.
+
+    `on_declined` is told of the samples `keep` declined, with their byte spans (`iter_samples`);
+    given those `spans` (in shard order), a read that follows goes straight to those samples and
+    reads nothing else (it cannot verify: the hash needs every byte).
     """
+    if spans is not None and expected_sha256 is not None:
+        raise ValueError("a read of some spans of a shard cannot verify its SHA-256")
     problems = problems if problems is not None else Problems()
     seen = seen if seen is not None else {}
     stream = ShardStream(raw, file=file, verify=expected_sha256 is not None)
+    options = {"keep": keep, "seen": seen, "problems": problems, "on_declined": on_declined}
     try:
-        for sample in iter_samples(stream, keep=keep, seen=seen, problems=problems):
+        samples = iter_samples(stream, **options) if spans is None else _samples_in_spans(stream, spans, **options)
+        for sample in samples:
             record = build_record(sample, file=file, problems=problems, resolution=resolution, vocabulary=vocabulary)
             if record is not None:
                 yield record
-        if stream.members == 0:
+        if stream.members == 0 and spans is None:
             raise ReleaseError("the shard holds no samples", file=file, hint="Download the shard again")
         actual = stream.finish() if expected_sha256 is not None else None
     finally:

@@ -180,6 +180,15 @@ class ShardStream:
             return b""
         return bytes(self.read(BLOCK, what="a tar header"))
 
+    def seek(self, offset: int) -> None:
+        """Move forward to `offset` (a member's `start`), skipping what lies before it.
+
+        Only forward, and only without verification: a verified read hashes every byte.
+        """
+        if offset < self.offset:
+            raise ValueError(f"{self.file}: cannot move back from byte {self.offset} to {offset}")
+        self.skip(offset - self.offset, what="the bytes before a sample")
+
     def finish(self) -> str:
         """Read and hash what follows the last member (the tar trailer); return the hex digest."""
         assert self.hash is not None, "finish() is only for a verified read"
@@ -229,6 +238,8 @@ def _seekable(raw) -> bool:
 class Member(NamedTuple):
     name: str
     size: int
+    start: int  # the offset of its first header (an extended header, when it has one)
+    end: int  # the offset after its data and padding: where the next member's headers start
 
 
 def _pax_records(data: bytes, stream: ShardStream, header_at: int) -> dict[str, str]:
@@ -313,18 +324,22 @@ def _member_size(pax: dict[str, str], header_size: int, stream: ShardStream, hea
     return size
 
 
-def iter_members(stream: ShardStream) -> Iterator[Member]:
+def iter_members(stream: ShardStream, *, end: int | None = None) -> Iterator[Member]:
     """The regular-file members of a tar, in order (ustar, pax and GNU long names).
 
     After a member is yielded, the caller may `stream.read(member.size)` its data, or leave it:
     whatever the caller did not read is skipped before the next header is read. Directories,
     links and other special members are passed over: nothing is ever extracted. Each header
-    moves the stream forward by at least one block.
+    moves the stream forward by at least one block. With `end`, the members from the stream's
+    offset (a member's `start`) up to `end` (a later member's `end`) are read, and no
+    end-of-archive blocks are looked for.
     """
     long_name = None
     pax: dict[str, str] = {}
-    while True:
+    start = None  # where the headers of the member being read began
+    while end is None or stream.offset < end:
         header_at = stream.offset
+        start = header_at if start is None else start
         block = stream.next_header()
         if not block and header_at:
             # tar writers always end an archive with zero blocks: without them, bytes are missing
@@ -354,6 +369,7 @@ def iter_members(stream: ShardStream) -> Iterator[Member]:
         padded = size + (-size) % BLOCK
         name = pax.get("path") or long_name or info.name
         long_name, pax = None, {}
+        member_start, start = start, None
         if info.type not in REGULAR_TYPES:
             stream.skip(padded, what=f"member {name!r}")
             continue
@@ -361,7 +377,7 @@ def iter_members(stream: ShardStream) -> Iterator[Member]:
         stream.require(padded, what)  # a member longer than the rest of the shard: refused now
         data_end = stream.offset + size
         stream.members += 1
-        yield Member(name, size)
+        yield Member(name, size, member_start, data_end + (-size) % BLOCK)
         left = data_end - stream.offset
         if left < 0:
             raise AssertionError(f"read past the end of member {name!r}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import tarfile
 from collections import defaultdict
@@ -11,6 +12,7 @@ import datasets
 import pytest
 
 from reghead import EXPRESSIONS, FEATURES, RegHead, ReleaseError, split_of
+from reghead_release import tar
 from reghead_release.sample import identity_name, identity_parts, write_sample_release
 
 EXPECTED_FEATURES = datasets.Features(
@@ -206,3 +208,40 @@ def test_streaming_over_http_yields_before_the_shard_is_read(tmp_path):
         served = server.bytes_sent
     assert first["sample_key"] == release.keys[0]
     assert served < shard_size / 2, f"{served} bytes were sent for the first row of a {shard_size}-byte shard"
+
+
+class CountingFile(io.FileIO):
+    """A file that counts the bytes the kernel hands it."""
+
+    bytes_read = 0
+
+    def readinto(self, buffer):
+        count = super().readinto(buffer)
+        CountingFile.bytes_read += count or 0
+        return count
+
+
+def test_validation_and_test_read_only_their_own_samples(tmp_path, monkeypatch):
+    import reghead
+
+    release = write_sample_release(tmp_path / "release", num_identities=80, samples_per_shard=40)
+    monkeypatch.setattr(reghead, "open_shard", lambda location, **_: io.BufferedReader(CountingFile(location), 1 << 16))
+    shard_bytes = sum(path.stat().st_size for path in release.shard_paths)
+    others = [k for k in release.keys if split_of(k) != "train"]
+    assert others
+    builder = RegHead(config_name="512", data_dir=str(release.root))
+    builder.download_and_prepare()
+    assert sorted(k for split in builder.as_dataset().values() for k in split["sample_key"]) == sorted(release.keys)
+    # The train split reads every byte (and verifies it); the others go straight to their samples,
+    # reading each one and at most one block beyond it.
+    beyond = CountingFile.bytes_read - shard_bytes
+    sample_bytes = shard_bytes / len(release.keys)
+    assert 0 < beyond <= len(others) * (2 * sample_bytes + tar.FIRST_READ_BYTES)
+
+
+def test_a_split_read_after_an_unfinished_train_read_reads_its_shards_whole(releases):
+    release = releases[512]
+    builder = RegHead(config_name="512", data_dir=str(release.root))
+    stream = builder.as_streaming_dataset()
+    next(iter(stream["train"]))  # the train read stops inside the first shard: it noted no spans
+    assert [row["sample_key"] for row in stream["test"]] == [k for k in release.keys if split_of(k) == "test"]

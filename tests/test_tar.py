@@ -191,3 +191,30 @@ def test_unverified_skips_seek_forward_past_the_block_in_hand(monkeypatch):
     stream = ShardStream(raw, file="x.tar", verify=False)
     names = [item.name for item in iter_members(stream)]  # nothing read: everything skipped
     assert len(names) == 7 and raw.seeks > 0
+
+
+@pytest.mark.parametrize("tar_format", [tarfile.PAX_FORMAT, tarfile.GNU_FORMAT], ids=["pax", "gnu"])
+def test_member_spans_cover_their_headers_and_data(tar_format):
+    data, items = real_tar(tar_format)
+    spans = [(item.name, item.start, item.end) for item in iter_members(ShardStream(io.BytesIO(data), file="x.tar", verify=False))]
+    with tarfile.open(fileobj=io.BytesIO(data)) as archive:
+        expected = {info.name: info.offset for info in archive if info.isfile()}  # the first header, extended or not
+    assert [(name, start) for name, start, _ in spans] == list(expected.items())
+    for (name, start, end), (_, next_start, _) in zip(spans, spans[1:] + [(None, None, None)]):
+        if next_start is not None:
+            assert end == next_start
+        assert data[end - 512 : end].endswith(bytes((-len(items[name])) % 512))  # the data's padding
+    # A span read again on its own gives the same member, whatever came before it.
+    for name, start, end in spans:
+        stream = ShardStream(io.BytesIO(data), file="x.tar", verify=False)
+        stream.seek(start)
+        assert [(item.name, bytes(stream.read(item.size))) for item in iter_members(stream, end=end)] == [(name, items[name])]
+        assert stream.offset == end
+
+
+def test_seek_only_moves_forward():
+    data, _ = real_tar(tarfile.PAX_FORMAT)
+    stream = ShardStream(io.BytesIO(data), file="x.tar", verify=False)
+    stream.seek(2048)
+    with pytest.raises(ValueError, match="cannot move back"):
+        stream.seek(1024)
