@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from convert import conversion
+from convert import conversion, workers
 from reghead_release.errors import ChecksumMismatch, ReleaseError
 from reghead_release.sample import write_release_assets, write_sample_release
 
@@ -145,3 +145,21 @@ def test_a_long_temporary_folder_path_is_no_obstacle(release, tmp_path):
     done = subprocess.run([*command, f"--output-dir={tmp_path / 'out'}"], env={**os.environ, "TMPDIR": str(long_tmp)}, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert list((tmp_path / "out" / "512").glob("train-*.parquet"))
+
+
+def test_the_fork_server_starts_with_the_converter_imported(tmp_path):
+    # Whatever the current folder and PYTHONPATH: a job process then starts in milliseconds,
+    # sharing the imported modules' memory with the server instead of importing them itself.
+    script = (
+        "import sys; sys.path.insert(0, sys.argv[1])\n"
+        "from multiprocessing import forkserver\n"
+        "from convert import workers\n"
+        "workers.context()\n"
+        "import time; pid = forkserver._forkserver._forkserver_pid\n"
+        "deadline = time.monotonic() + 60  # the server imports after it started\n"
+        "while 'libparquet' not in open(f'/proc/{pid}/maps').read() and time.monotonic() < deadline: time.sleep(0.1)\n"
+        "print('libparquet' in open(f'/proc/{pid}/maps').read(), workers.ARROW_POOL_VARIABLE in open(f'/proc/{pid}/environ').read())\n"
+    )
+    environment = {name: value for name, value in os.environ.items() if name not in ("PYTHONPATH", workers.ARROW_POOL_VARIABLE)}
+    done = subprocess.run([sys.executable, "-c", script, str(REPO)], cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=120)
+    assert done.stdout.split() == ["True", "True"], done.stderr
