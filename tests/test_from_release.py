@@ -217,12 +217,13 @@ def uploads(hub, since: int = 0) -> list[str]:
     return [path.rpartition("/")[2] for method, path in hub.requests[since:] if method == "PUT" and "/__lfs/upload/" in path]
 
 
-def test_killed_during_download_and_during_upload_resumes_without_sending_twice(hub, site, reference, tmp_path):
+@pytest.mark.parametrize("num_proc", [1, 2], ids=["one job", "job processes"])
+def test_killed_during_download_and_during_upload_resumes_without_sending_twice(hub, site, reference, tmp_path, num_proc):
     work = tmp_path / "run"
     work.mkdir()
     ledger = work / UPLOAD_WORK_FOLDER / ".reghead-work" / LEDGER
     with GitHubReleaseServer(site, rate=THROTTLED_RATE) as server:
-        args = ["--from-release", "512", f"--base-url={server.url}", f"--repo-id={REPO_ID}", f"--token={ALICE_TOKEN}", "--num-proc=1"]
+        args = ["--from-release", "512", f"--base-url={server.url}", f"--repo-id={REPO_ID}", f"--token={ALICE_TOKEN}", f"--num-proc={num_proc}"]
 
         run = start_cli(*args, cwd=work)  # 1: killed while the first shard downloads
         kill_when(run, lambda: server.bytes_sent > 1_000_000, "1 MB downloaded")
