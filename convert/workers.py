@@ -72,7 +72,7 @@ def _server_environment() -> dict[str, str]:
     # cannot import is skipped without a word: each job would then import everything itself.
     environment = {"PYTHONPATH": os.pathsep.join(filter(None, [PACKAGES_DIR, os.environ.get("PYTHONPATH")]))}
     # Arrow's jemalloc pool (where pyarrow has it, unless the user chose a pool) keeps less of the
-    # freed row-group buffers than its default, mimalloc: ~30 MiB a job (docs/BENCHMARKS.md).
+    # freed row-group buffers than its default, mimalloc: ~70 MiB less PSS at 2 jobs (docs/BENCHMARKS.md).
     if ARROW_POOL in pyarrow.supported_memory_backends():
         environment[ARROW_POOL_VARIABLE] = os.environ.get(ARROW_POOL_VARIABLE) or ARROW_POOL
     return environment
