@@ -383,7 +383,7 @@ def write_report(args, results, sizes, split, started, output: Path) -> None:
     lines += ["## Re-running", "", "```bash",
               "apt-get install hyperfine && pip install py-spy   # the timer and the profiler",
               "python benchmarks/run.py                                     # both issues, subset and full size, 3 runs",
-              "python benchmarks/run.py --release full --runs 1 --issue 13  # issue 13's rows at full size, one run",
+              "python benchmarks/run.py --release full --issue 13          # issue 13's rows at full size, 3 runs",
               "python benchmarks/run.py --release full --runs 1 --issue 11 --readback   # issue 11's rows",
               "python benchmarks/run.py --smoke --output /tmp/BENCHMARKS.md",
               "```", "",
