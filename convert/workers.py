@@ -1,6 +1,6 @@
 """Shard jobs in processes of their own, so that two jobs use two cores.
 
-Most of a job is Python that holds the GIL (the reader's per-member work, gathering columns), so
+Much of a job is Python that holds the GIL (the reader's per-member work, gathering columns), so
 jobs in threads of one process convert little faster than one job (docs/BENCHMARKS.md). Each job
 therefore runs in a process forked from a `forkserver` that has already imported the converter:
 a fork costs milliseconds instead of a second of imports, and the server has no threads that a
@@ -15,6 +15,10 @@ The parent keeps one thread per running job, which speaks with the job's process
   a thread;
 - the parent sends `STOP` when the run fails or is interrupted; the job ends within a sample,
   removing its unfinished files, as a job in a thread does.
+
+As with any start method but `fork`, each job process imports the main module of the program
+(as `__mp_main__`): a script that runs jobs with `num_proc` above 1 keeps its work under
+`if __name__ == "__main__":`, as `convert/push.py` does.
 
 The job's process has the modules as the fork server imported them when it started: settings
 read from the environment at import (`REGHEAD_HTTP_*`) are those of the parent at the first run
