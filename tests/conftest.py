@@ -198,13 +198,20 @@ def members(path: Path) -> list[tuple[str, bytes]]:
         return [(m.name, archive.extractfile(m).read()) for m in archive]
 
 
-def write_members(path: Path, items: list[tuple[str, bytes]], tar_format=tarfile.PAX_FORMAT) -> None:
-    """Write `items` as a shard (names that are not UTF-8 kept as they are)."""
-    with tarfile.open(path, "w", format=tar_format, encoding="utf-8", errors="surrogateescape") as archive:
+def tar_bytes(items: list[tuple[str, bytes]], tar_format=tarfile.PAX_FORMAT) -> bytes:
+    """`items` as the bytes of a tar, in order (names that are not UTF-8 kept as they are)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tar_format, encoding="utf-8", errors="surrogateescape") as archive:
         for name, data in items:
             info = tarfile.TarInfo(name)
             info.size, info.mtime = len(data), 0
             archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def write_members(path: Path, items: list[tuple[str, bytes]], tar_format=tarfile.PAX_FORMAT) -> None:
+    """Write `items` as a shard (`tar_bytes`)."""
+    path.write_bytes(tar_bytes(items, tar_format))
 
 
 def prepare(root: Path, **kwargs):

@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import reghead_release.http as reghead_http
-from conftest import ALICE_TOKEN, all_keys, keys_read, members, prepare, publish, write_members
+from conftest import ALICE_TOKEN, all_keys, keys_read, members, prepare, publish, tar_bytes, write_members
 from convert import conversion
 from convert.push import main
 from convert.upload import PushError, push_folder
@@ -466,20 +466,15 @@ def test_fuzzed_json_gives_correct_rows_or_a_release_error(fuzz_shard, data):
     new = data.draw(st.one_of(st.binary(max_size=200), st.just(text[: data.draw(st.integers(0, len(text)))])))
     edited = list(items)
     edited[json_index] = (items[json_index][0], new)
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as archive:
-        for name, payload in edited:
-            info = tarfile.TarInfo(name)
-            info.size = len(payload)
-            archive.addfile(info, io.BytesIO(payload))
+    shard = tar_bytes(edited)
     try:
-        rows = list(read_shard_rows(io.BytesIO(buffer.getvalue()), file="fuzz.tar", expected_sha256=None))
+        rows = list(read_shard_rows(io.BytesIO(shard), file="fuzz.tar", expected_sha256=None))
     except ReleaseError:
         return
     key = items[json_index][0].split(".")[0]
     row = next(r for r in rows if r["sample_key"] == key)
     assert row["sample_json"].encode("utf-8") == new
-    check_rows_against_tar(buffer.getvalue(), rows)
+    check_rows_against_tar(shard, rows)
 
 
 def _with_checksum(block: bytearray) -> None:

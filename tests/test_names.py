@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import logging
-import tarfile
 
 import datasets
 import pyarrow.parquet as pq
@@ -17,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import RangeFileServer, publish
+from conftest import RangeFileServer, members, publish, tar_bytes
 from convert.push import main
 from reghead import EXPRESSIONS, FEATURES, RegHead
 from reghead_release.reader import read_shard_records, split_member_name
@@ -62,11 +61,7 @@ def dotted(tmp_path_factory):
 
 def tar_members(release) -> dict[str, bytes]:
     """{member name: bytes}, read with Python's tarfile."""
-    members = {}
-    for path in release.shard_paths:
-        with tarfile.open(path) as archive:
-            members.update({m.name: archive.extractfile(m).read() for m in archive})
-    return members
+    return {name: data for path in release.shard_paths for name, data in members(path)}
 
 
 def check_rows(rows: list[dict], release) -> None:
@@ -137,14 +132,8 @@ def test_any_printable_key_round_trips(key):
     """Any key of printable characters but '/' comes back whole from a real tar, with its bytes."""
     parsed = parse_sample_key(key)
     identity = parsed.identity if parsed else key
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as archive:
-        for field in ["json", *sorted(SAMPLE_FIELDS - {"json"})]:
-            data = sample_json(key, identity) if field == "json" else TINY_JPEG
-            info = tarfile.TarInfo(f"{key}.{field}")
-            info.size = len(data)
-            archive.addfile(info, io.BytesIO(data))
-    records = list(read_shard_records(io.BytesIO(buffer.getvalue()), file="k.tar", expected_sha256=None))
+    items = [(f"{key}.{field}", sample_json(key, identity) if field == "json" else TINY_JPEG) for field in ["json", *sorted(SAMPLE_FIELDS - {"json"})]]
+    records = list(read_shard_records(io.BytesIO(tar_bytes(items)), file="k.tar", expected_sha256=None))
     assert [record.sample_key for record in records] == [key]
     assert [bytes(data) for _, data in records[0].images] == [TINY_JPEG] * len(EXPRESSIONS)
     assert [path for path, _ in records[0].images] == [f"{key}.{e}.jpg".rpartition("/")[2] for e in EXPRESSIONS]
@@ -153,21 +142,14 @@ def test_any_printable_key_round_trips(key):
 def test_unknown_field_on_a_dotted_key_stays_with_its_sample(tmp_path):
     release = write_sample_release(tmp_path / "r", identities=IDENTITIES[:3], samples_per_shard=3)
     shard = release.shard_paths[0]
-    with tarfile.open(shard) as archive:
-        items = [(m.name, archive.extractfile(m).read()) for m in archive]
+    items = members(shard)
     dotted_key = release.keys[2]  # Mr._T.o.a.d: several dots
     position = next(i for i, (name, _) in enumerate(items) if name.startswith(dotted_key)) + 3
     items.insert(position, (f"{dotted_key}.depth.v2.png", b"\x89PNG"))
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as archive:
-        for name, data in items:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            archive.addfile(info, io.BytesIO(data))
     from reghead_release.errors import Problems
 
     problems = Problems()
-    records = list(read_shard_records(io.BytesIO(buffer.getvalue()), file=shard.name, expected_sha256=None, problems=problems))
+    records = list(read_shard_records(io.BytesIO(tar_bytes(items)), file=shard.name, expected_sha256=None, problems=problems))
     assert [r.sample_key for r in records] == list(release.keys)
     assert problems.noted["unknown field"] == 1
     assert "unknown field 'depth.v2.png' is ignored" in problems.examples[("noted", "unknown field")][0]

@@ -20,7 +20,7 @@ from pathlib import Path
 import datasets
 import pytest
 
-from conftest import RangeFileServer, members, prepare, write_members
+from conftest import RangeFileServer, members, prepare, tar_bytes, write_members
 from convert.push import main
 from reghead import EXPRESSIONS, RegHead, ReleaseError
 from reghead_release.errors import Problems
@@ -138,14 +138,7 @@ class Unseekable(io.RawIOBase):
 def test_image_header_claiming_50_gb_is_refused_before_reading(base_release):
     items = members(base_release.shard_paths[0])[:11]
     key = items[0][0].rsplit(".", 1)[0]
-    buffer = io.BytesIO()
-    write_members_to = tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT)
-    for name, data in items:
-        info = tarfile.TarInfo(name)
-        info.size = len(data)
-        write_members_to.addfile(info, io.BytesIO(data))
-    write_members_to.close()
-    data = bytearray(buffer.getvalue().rstrip(b"\0"))
+    data = bytearray(tar_bytes(items).rstrip(b"\0"))
     data += b"\0" * (-len(data) % 512)
     huge = tarfile.TarInfo("00000099_id099_Owl_Photorealistic_round_eyes_a_hat_0badf00d.frown.jpg")
     huge.size = 50 * 2**30
