@@ -368,7 +368,9 @@ def run_jobs(
         else:
             todo.append(position)
 
-    def run(job: ShardJob, report: Callable[[int], None], stop: threading.Event | None = None) -> ShardRecord:
+    stop = stop if stop is not None else threading.Event()
+
+    def run(job: ShardJob, report: Callable[[int], None]) -> ShardRecord:
         run_one = run_job_refetching if num_proc <= 1 else _workers.run_in_process  # one job needs no second process
         record = run_one(job, report, stop, on_part=partial(on_part, job) if on_part is not None else None)
         if on_finished is not None:
@@ -380,14 +382,13 @@ def run_jobs(
             records[position] = run(jobs[position], progress)
     elif todo:
         lock = threading.Lock()
-        stop = stop if stop is not None else threading.Event()
 
         def report(amount: int) -> None:
             with lock:
                 progress(amount)
 
         with ThreadPoolExecutor(max_workers=min(num_proc, len(todo)), thread_name_prefix="reghead-job") as pool:
-            futures = {pool.submit(run, jobs[position], report, stop): position for position in todo}
+            futures = {pool.submit(run, jobs[position], report): position for position in todo}
             try:
                 for future in as_completed(futures):
                     records[futures[future]] = future.result()
