@@ -397,11 +397,11 @@ def _convert_and_push_locked(
         )
         for result in results:
             if result.config not in produced:
-                data[result.config] = [_local_file(name, folder) for name in result.all_files()]
+                data[result.config] = [PlannedFile.in_folder(name, folder) for name in result.all_files()]
     else:
         main = next(result for result in results if result.config == main_config(configs))
         _write_card_linking_preview(results, main, placements[main.config], folder, repo_id=repo_id, gated=gated)
-    card = [_local_file(path, folder) for path in (PREVIEW_PATH, CARD_PATH)]
+    card = [PlannedFile.in_folder(path, folder) for path in (PREVIEW_PATH, CARD_PATH)]
     pushed = commit_dataset(api, repo_id, revision=revision, create_pr=create_pr, message=commit_message, data=data, card=card)
     pushed.repo_url = url
     return UploadRun(results, pushed, 0.0, sent["files"])
@@ -411,12 +411,6 @@ def _planned(path_in_repo: str, entry: Uploaded | None, local: Path) -> PlannedF
     if entry is None:  # the uploader records every part before the run gets here
         raise AssertionError(f"{local} was never uploaded")
     return PlannedFile(path_in_repo, lambda: committed_addition(path_in_repo, entry, local), sha256=entry.sha256)
-
-
-def _local_file(path_in_repo: str, folder: Path) -> PlannedFile:
-    """A file committed from the folder as it is (the card, its preview, files of kept configs)."""
-    local = folder / path_in_repo
-    return PlannedFile(path_in_repo, lambda: CommitOperationAdd(path_in_repo=path_in_repo, path_or_fileobj=str(local)), local=local)
 
 
 def _write_card_linking_preview(

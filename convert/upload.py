@@ -132,8 +132,8 @@ def push_folder(
         url = prepare_repo(api, repo_id, private=private, revision=revision, create_pr=create_pr)
         data: dict[str, list[PlannedFile]] = {}
         card: list[PlannedFile] = []
-        for path, local in local_files(folder).items():
-            planned = PlannedFile(path, partial(CommitOperationAdd, path_in_repo=path, path_or_fileobj=str(local)), local=local)
+        for path in local_files(folder):
+            planned = PlannedFile.in_folder(path, folder)
             top = path.split("/")[0]
             (data.setdefault(top, []) if top.isdigit() else card).append(planned)
         result = commit_dataset(api, repo_id, revision=revision, create_pr=create_pr, message=commit_message, data=data, card=card)
@@ -160,6 +160,12 @@ class PlannedFile:
     make: Callable[[], CommitOperationAdd]
     sha256: str | None = None
     local: Path | None = None
+
+    @classmethod
+    def in_folder(cls, path_in_repo: str, folder: Path) -> "PlannedFile":
+        """A file committed from `folder` as it is there."""
+        local = folder / path_in_repo
+        return cls(path_in_repo, partial(CommitOperationAdd, path_in_repo=path_in_repo, path_or_fileobj=str(local)), local=local)
 
     def on_the_hub(self, entry) -> bool:
         if entry is None:
