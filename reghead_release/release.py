@@ -155,6 +155,11 @@ class _Bounded(io.RawIOBase):
         return len(data)
 
 
+def asset_bound(members) -> int:
+    """The most bytes an asset holding these members may inflate to (or be sent as)."""
+    return sum(MAX_MEMBER_BYTES[member] for member in members) + ASSET_SLACK_BYTES
+
+
 def member_bound(path: str, size: int, *, file: str) -> None:
     """Refuse an asset member larger than its role allows, before it is read."""
     limit = MAX_MEMBER_BYTES[path]
@@ -173,7 +178,7 @@ def read_tar_gz_members(fileobj, *, file: str, wanted: set[str]) -> dict[str, by
     """
     by_base = {path.rpartition("/")[2]: path for path in wanted}
     found = {}
-    limit = sum(MAX_MEMBER_BYTES[path] for path in wanted) + ASSET_SLACK_BYTES
+    limit = asset_bound(wanted)
     try:
         with gzip.GzipFile(fileobj=fileobj, mode="rb") as inflating:
             too_large = "the archive inflates to more than {limit:,} bytes, far more than a release asset holds"
@@ -381,7 +386,7 @@ def read_remote_index(base_url: str) -> ReleaseIndex:
     assets = {}
     for name, members in ASSET_MEMBERS.items():
         with HttpFile(f"{base_url}/{name}", what=name) as f:
-            assets[name] = io.BytesIO(read_at_most(f, sum(MAX_MEMBER_BYTES[m] for m in members) + ASSET_SLACK_BYTES, file=redact(f"{base_url}/{name}")))
+            assets[name] = io.BytesIO(read_at_most(f, asset_bound(members), file=redact(f"{base_url}/{name}")))
     return read_assets(assets, origin=redact(base_url))
 
 
