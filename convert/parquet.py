@@ -40,6 +40,16 @@ TMP_SUFFIX = ".tmp"
 SCALAR_COLUMNS = ("sample_key", "identity", "identity_index", "animal", "style", "feature", "accessories", "sample_json")
 
 
+def memory_pool_name() -> str:
+    """The Arrow memory pool conversion runs with: jemalloc where pyarrow has it, else the system's.
+
+    Arrow's default, mimalloc, keeps more of the freed row-group buffers: with 2 job processes the
+    tree holds ~70 MiB more (PSS); with one job, jemalloc and the system allocator hold the same
+    (docs/BENCHMARKS.md).
+    """
+    return "jemalloc" if "jemalloc" in pa.supported_memory_backends() else "system"
+
+
 def _leaf_paths(field: pa.Field) -> Iterator[str]:
     if pa.types.is_struct(field.type):
         for child in field.type:

@@ -36,6 +36,7 @@ from reghead_release.schema import RESOLUTIONS  # noqa: E402
 from .card import PREVIEW_PATH, write_card  # noqa: E402
 from .conversion import CARD_PATH, WORK_DIR, exclusive_output, plan_jobs, publish, remove_work_dir, run_jobs  # noqa: E402
 from .hub_upload import convert_and_push  # noqa: E402
+from .parquet import memory_pool_name  # noqa: E402
 from .upload import PushError, push_folder  # noqa: E402
 
 # Not "reghead": that is the checkout's folder name, and load_dataset("reghead") from the folder
@@ -238,8 +239,7 @@ def os_error_line(error: OSError, out_dir: Path) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    # Arrow's default allocator keeps freed row groups mapped; the system one gives them back.
-    pa.set_memory_pool(pa.system_memory_pool())
+    pa.set_memory_pool(getattr(pa, f"{memory_pool_name()}_memory_pool")())  # the job processes' too
     level = logger.level
     if args.quiet:
         disable_progress_bar()

@@ -44,12 +44,10 @@ from contextlib import contextmanager
 from multiprocessing import forkserver
 from pathlib import Path
 
-import pyarrow
-
 from reghead_release.errors import logger
 
 from .conversion import Cancelled, ShardJob, ShardRecord, run_job_refetching
-from .parquet import Part
+from .parquet import Part, memory_pool_name
 
 GO, STOP = "go", "stop"
 PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies
@@ -65,7 +63,7 @@ SOCKET_PATH_BYTES = 107 - len("/pymp-xxxxxxxx/listener-xxxxxxxx")
 # The folder that holds the `convert` and `reghead_release` packages (the checkout, or site-packages).
 PACKAGES_DIR = str(Path(__file__).resolve().parent.parent)
 
-ARROW_POOL_VARIABLE, ARROW_POOL = "ARROW_DEFAULT_MEMORY_POOL", "jemalloc"
+ARROW_POOL_VARIABLE = "ARROW_DEFAULT_MEMORY_POOL"
 
 _context = None
 
@@ -75,10 +73,9 @@ def _server_environment() -> dict[str, str]:
     # The server does not get this process's sys.path (Python 3.11 drops it), and a preload it
     # cannot import is skipped without a word: each job would then import everything itself.
     environment = {"PYTHONPATH": os.pathsep.join(filter(None, [PACKAGES_DIR, os.environ.get("PYTHONPATH")]))}
-    # Arrow's jemalloc pool (where pyarrow has it, unless the user chose a pool) keeps less of the
-    # freed row-group buffers than its default, mimalloc: ~70 MiB less PSS at 2 jobs (docs/BENCHMARKS.md).
-    if ARROW_POOL in pyarrow.supported_memory_backends():
-        environment[ARROW_POOL_VARIABLE] = os.environ.get(ARROW_POOL_VARIABLE) or ARROW_POOL
+    # Set in the environment, not by `pyarrow.set_memory_pool` in each job: the pool is then the
+    # only one the server and the jobs ever allocate from (unless the user chose one).
+    environment[ARROW_POOL_VARIABLE] = os.environ.get(ARROW_POOL_VARIABLE) or memory_pool_name()
     return environment
 
 
