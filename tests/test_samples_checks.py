@@ -164,6 +164,16 @@ def test_jpeg_size_walks_the_marker_segments():
     assert "first 64 marker segments" in jpeg_size(b"\xff\xd8" + b"\xff\xfe\x00\x02" * 100)
 
 
+def test_jpeg_size_remembers_the_last_header_only_for_the_same_bytes():
+    small, large = jpeg(37, 5), jpeg(512, 512)
+    assert [jpeg_size(data) for data in (large, large, small, large)] == [(512, 512), (512, 512), (37, 5), (512, 512)]
+    frame_end = large.index(b"\xff\xc0") + 9
+    assert "inside its frame header" in jpeg_size(large[: frame_end - 1])  # one byte short of the remembered header
+    assert jpeg_size(large[:frame_end]) == (512, 512)
+    same_start_other_size = large[: frame_end - 4] + (640).to_bytes(2, "big") + (48).to_bytes(2, "big") + large[frame_end:]
+    assert jpeg_size(same_start_other_size) == (48, 640)
+
+
 def test_image_size_is_not_compared_without_a_resolution(base_release):
     records = list(read_shard_records(open(base_release.shard_paths[0], "rb"), file="s.tar", expected_sha256=None))
     assert len(records) == 2
