@@ -3,10 +3,10 @@
 A shard is read front to back exactly once, in large blocks (`READ_BYTES`): each block is hashed
 with one SHA-256 update (in a thread of its own, so hashing overlaps with the rest), tar headers
 are parsed out of the block, and member data is handed out as `memoryview` slices of the block,
-copied only when a member straddles two blocks. Verifying therefore costs no second read and no
-copy. Whatever the caller does not read is skipped: for free inside the block in hand, seeked over
-when the shard is not being verified and the file can seek, read and hashed otherwise. Nothing is
-ever extracted.
+copied only when a member straddles two blocks; a block's buffer is read into again once no slice
+of it is left (`BlockBuffers`). Verifying therefore costs no second read and no copy. Whatever the
+caller does not read is skipped: for free inside the block in hand, seeked over when the shard is
+not being verified and the file can seek, read and hashed otherwise. Nothing is ever extracted.
 
 The bytes are untrusted: every size, offset and record length is checked before it is used, so
 that each step either moves forward through the shard or raises `ReleaseError` naming the shard
@@ -40,6 +40,9 @@ READ_BYTES = 8 * 2**20
 # than the samples it keeps.
 FIRST_READ_BYTES = 256 * 2**10
 HASH_QUEUE_BLOCKS = 3
+# Buffers a stream keeps to read blocks into again; more blocks than this alive at once (slices
+# kept by the caller, blocks waiting for the hash) get buffers of their own.
+SPARE_BUFFERS = 4
 # A pax extended header or a GNU long name is a few hundred bytes; more is not a RegHead shard.
 MAX_EXTENDED_HEADER = 2**20
 # No member of a release comes near this; refusing it up front keeps a lying header from
@@ -84,6 +87,42 @@ class BackgroundSha256:
             self._thread.join()
 
 
+class BlockBuffers:
+    """The buffers a stream reads its blocks into, each read into again once nothing refers to it.
+
+    A fresh buffer of several MiB for every block costs a page fault per 4 KiB whenever the
+    allocator has given the last one back to the system, which it does or not depending on its
+    state: on 3 full-size shards the builder took 13.5 to 20.4 s, with 0.08 to 1 million page
+    faults, and now takes 12.4 to 15.0 s with 0.1 to 0.15 million. A buffer is free when it has no
+    exports: no `memoryview` (nor slice of one) that a record, a column or the hash queue holds.
+    """
+
+    def __init__(self, size: int, spares: int = SPARE_BUFFERS):
+        self.size = size
+        self.spares = spares
+        self._buffers: list[bytearray] = []
+
+    def take(self) -> bytearray:
+        """A buffer of `size` bytes that nothing refers to."""
+        for buffer in self._buffers:
+            if not _exported(buffer):
+                return buffer
+        buffer = bytearray(self.size)
+        if len(self._buffers) < self.spares:
+            self._buffers.append(buffer)
+        return buffer
+
+
+def _exported(buffer: bytearray) -> bool:
+    """Whether a view of `buffer` is alive: a bytearray refuses to be resized while one is."""
+    try:
+        buffer.append(0)
+    except BufferError:
+        return True
+    del buffer[-1]
+    return False
+
+
 class ShardStream:
     """A forward-only view of a shard's bytes that counts, hashes and skips them.
 
@@ -105,18 +144,26 @@ class ShardStream:
         self._block = _EMPTY  # the block in hand, already hashed
         self._at = 0  # the caller's position in it
         self._read_size = FIRST_READ_BYTES
+        self._buffers = BlockBuffers(min(READ_BYTES, self.size or READ_BYTES))  # a small shard, a small buffer
+        self._readinto = getattr(raw, "readinto", None)
 
     # --- the block in hand ---
 
     def _next_block(self) -> bool:
         """Read and hash the next block; False at the end of the file."""
-        data = self.raw.read(min(self._read_size, READ_BYTES))
-        if not data:
+        size = min(self._read_size, READ_BYTES)
+        self._block, self._at = _EMPTY, 0  # the block in hand no longer holds its buffer
+        if self._readinto is None:
+            block = memoryview(self.raw.read(size))
+        else:
+            block = memoryview(self._buffers.take())[:size]
+            block = block[: self._readinto(block) or 0]
+        if not block:
             return False
         self._read_size = min(2 * self._read_size, READ_BYTES)
         if self.hash is not None:
-            self.hash.update(data)
-        self._block, self._at = memoryview(data), 0
+            self.hash.update(block)
+        self._block, self._at = block, 0
         return True
 
     @property

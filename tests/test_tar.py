@@ -7,6 +7,7 @@ forward fails the test instead of hanging it.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import tarfile
 from pathlib import Path
@@ -16,6 +17,8 @@ import pytest
 from reghead_release import tar
 from reghead_release.errors import ReleaseError
 from reghead_release.tar import ShardStream, iter_members
+
+from conftest import tar_bytes
 
 END = bytes(2 * tar.BLOCK)
 
@@ -182,6 +185,28 @@ def test_verified_hash_covers_every_byte_whether_read_or_skipped(read_bytes, mon
                 stream.read(item.size)
         assert stream.finish() == hashlib.sha256(data).hexdigest()
         assert stream.offset == len(data)
+
+
+@pytest.mark.parametrize("verify", [True, False], ids=["verified", "unverified"])
+def test_a_block_is_read_into_again_only_once_no_slice_of_it_is_left(verify, monkeypatch):
+    monkeypatch.setattr(tar, "READ_BYTES", 4096)
+    items = [(f"k{i:02d}.json", bytes([i]) * 3000) for i in range(40)]
+    data = tar_bytes(items)
+    kept = []
+    stream = ShardStream(io.BytesIO(data), file="x.tar", verify=verify)
+    for member in iter_members(stream):
+        kept.append((member.name, stream.read(member.size)))  # slices of the blocks, all kept
+    if verify:
+        assert stream.finish() == hashlib.sha256(data).hexdigest()  # the hash saw every block as read
+    assert [(name, bytes(value)) for name, value in kept] == items  # no kept block was read into again
+    buffers = []  # the objects the blocks were read into, kept (a reference is not a view)
+    stream = ShardStream(io.BytesIO(data), file="x.tar", verify=False)
+    for member in iter_members(stream):
+        value = stream.read(member.size)  # a slice of a block, or a copy when it straddles two
+        if isinstance(value, memoryview) and not any(value.obj is seen for seen in buffers):
+            buffers.append(value.obj)
+        del value  # each slice dropped at once
+    assert len(buffers) <= 2  # the same buffers over and over
 
 
 def test_unverified_skips_seek_forward_past_the_block_in_hand(monkeypatch):
