@@ -9,7 +9,8 @@ Each contender is one shell command; hyperfine runs it `--runs` times after empt
 folder, `sync` and reading its input once (a warm page cache), and wraps it in tree.py for the
 CPU seconds (user + sys of the whole process tree, the converter's job processes included) and
 the peak memory (the sum over the tree of RSS, and of PSS). Releases come from releases.py
-(written once into --data-dir); outputs go to --work-dir and are deleted after each contender. The converter is profiled once with py-spy.
+(written once into --data-dir); outputs go to --work-dir and are deleted after each contender.
+The converter is profiled once with py-spy.
 Issue 11's rows read the release from a loopback GitHub-like server and push to a loopback Hub
 (tests/), both in this process, once at full speed and once throttled to --throttle MB/s.
 """
