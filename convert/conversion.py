@@ -75,6 +75,7 @@ JOB_BUFFER_BYTES = 48 * 2**20
 PROGRESS_EVERY_BYTES = 4 * 2**20
 # Downloads of a remote shard, in all, before a SHA-256 mismatch stops the run.
 HASH_ATTEMPTS = 3
+DISCARDED_SUFFIX = ".discarded"  # a shard's folder on its way out (conversion.discard_folder)
 
 
 def reader_version() -> str:
@@ -237,8 +238,7 @@ def run_job(
 
     `on_part` is told of each part as soon as it is complete, before the job ends.
     """
-    if job.folder.exists():
-        shutil.rmtree(job.folder)  # what an interrupted run left: never trusted
+    discard_folder(job.folder)  # what an interrupted run or a failed attempt left: never trusted
     writers = {
         split: SplitParquetWriter(
             folder=job.folder,
@@ -295,6 +295,23 @@ def run_job(
     tmp.write_text(record.to_json())
     os.replace(tmp, job.record_path)  # the record is the job's commit point
     return record
+
+
+def discard_folder(folder: Path) -> None:
+    """Remove `folder`, moving it aside first in one rename.
+
+    An uploader may be removing the parts it has sent from the same folder, by name. After the
+    rename no name it knows leads to the old files: the two never remove the same file, and a
+    file the new attempt writes under an old name is a new file.
+    """
+    aside = folder.with_name(folder.name + DISCARDED_SUFFIX)
+    if aside.exists():
+        shutil.rmtree(aside)  # a run stopped while removing it
+    try:
+        os.rename(folder, aside)
+    except FileNotFoundError:
+        return
+    shutil.rmtree(aside)
 
 
 # --- running the jobs --------------------------------------------------------------------------

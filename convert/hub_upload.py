@@ -216,13 +216,7 @@ class Uploader:
             if known is None or known.sha256 != sha256:
                 self._send(job, part, operation)
             removable = not self.keep_files and not self.held(job, part) and operation._upload_mode != "regular"
-            try:
-                still_ours = _identity(path.stat()) == identity
-            except FileNotFoundError:
-                still_ours = False
-            if removable and still_ours:
-                path.unlink()
-            else:
+            if not (removable and remove_if_same(path, identity, aside=staged.with_name(staged.name + ".removing"))):
                 self._done[key] = identity
         finally:
             staged.unlink(missing_ok=True)
@@ -255,6 +249,28 @@ class Uploader:
 
 def _identity(stat: os.stat_result) -> tuple[int, int, int]:
     return stat.st_ino, stat.st_mtime_ns, stat.st_size
+
+
+def remove_if_same(path: Path, identity: tuple[int, int, int], *, aside: Path) -> bool:
+    """Remove `path` if it is still the file with `identity`; True when it was removed.
+
+    A check then an unlink could remove a file written under the name in between (its shard's
+    next attempt). So the file is first renamed to `aside`, in one step, and checked there: a
+    file that is not ours goes back under its name, unless a newer one took the name meanwhile.
+    """
+    try:
+        os.rename(path, aside)
+    except FileNotFoundError:
+        return False  # removed with its folder (conversion.discard_folder)
+    if _identity(aside.stat()) == identity:
+        aside.unlink()
+        return True
+    try:
+        os.link(aside, path)
+    except FileExistsError:
+        pass
+    aside.unlink()
+    return False
 
 
 def committed_addition(path_in_repo: str, entry: Uploaded, local: Path) -> CommitOperationAdd:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,8 +21,8 @@ import pytest
 from huggingface_hub import HfApi
 
 from conftest import ALICE_TOKEN, publish
-from convert.conversion import HASH_ATTEMPTS
-from convert.hub_upload import LEDGER, UPLOAD_WORK_FOLDER
+from convert.conversion import DISCARDED_SUFFIX, HASH_ATTEMPTS, discard_folder
+from convert.hub_upload import LEDGER, UPLOAD_WORK_FOLDER, _identity, remove_if_same
 from convert.push import main
 from github_server import GitHubReleaseServer
 from http_server import Fault
@@ -273,6 +274,40 @@ def test_files_sent_before_a_bad_hash_are_replaced_by_the_good_download(hub, sit
     expected = datasets.load_dataset(str(reference_dir), "512")
     for split in expected:
         assert list(from_hub[split].cast(RAW_IMAGES)) == list(expected[split].cast(RAW_IMAGES))
+
+
+def test_the_uploader_removes_its_file_but_never_one_written_again_under_the_name(tmp_path):
+    path, aside = tmp_path / "train-000.parquet", tmp_path / "train-000.parquet.removing"
+    path.write_bytes(b"sent")
+    sent = _identity(path.stat())
+    assert remove_if_same(path, sent, aside=aside) and not path.exists() and not aside.exists()
+    assert not remove_if_same(path, sent, aside=aside)  # gone already: its folder was discarded
+    path.write_bytes(b"sent")
+    sent = _identity(path.stat())
+    path.unlink()
+    path.write_bytes(b"written again")  # the shard's next attempt, between the upload and the removal
+    assert not remove_if_same(path, sent, aside=aside)
+    assert path.read_bytes() == b"written again" and not aside.exists()
+
+
+def test_a_discarded_shard_folder_leaves_no_name_leading_to_its_files(tmp_path):
+    folder = tmp_path / "reghead-v1-512-000000"
+    folder.mkdir()
+    (folder / "train-000.parquet").write_bytes(b"old")
+    (tmp_path / f"{folder.name}{DISCARDED_SUFFIX}").mkdir()  # left by a run stopped while removing it
+    seen = []
+    real_rmtree = shutil.rmtree
+
+    def rmtree(path, *args, **kwargs):
+        seen.append((Path(path).name, folder.exists()))  # an uploader removing by name finds nothing
+        real_rmtree(path, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(shutil, "rmtree", rmtree)
+        discard_folder(folder)
+        discard_folder(folder)  # nothing there: nothing to do
+    assert seen == [(f"{folder.name}{DISCARDED_SUFFIX}", True), (f"{folder.name}{DISCARDED_SUFFIX}", False)]
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_pull_request_from_the_release(hub, github, reference, tmp_path, monkeypatch):
