@@ -162,33 +162,32 @@ class HttpFile(io.RawIOBase):
         return self.position
 
     def readinto(self, buffer) -> int:
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
+        """Read up to `len(buffer)` bytes into `buffer`; 0 at the end.
 
-    def read(self, size: int = -1) -> bytes:
-        """Up to `size` bytes (fewer when that is what one network read gave); b"" at the end."""
-        if size is None or size < 0:
-            return self.readall()
-        if self.size is not None and self.position >= self.size or size == 0:
-            return b""
+        Fewer only at the end or after a dropped connection. `read` is `io.RawIOBase`'s, built on this.
+        """
+        view = memoryview(buffer).cast("B")
+        if self.size is not None and self.position >= self.size or not view:
+            return 0
         if self._head:
-            data, self._head = self._head[:size], self._head[size:]
-            self.position += len(data)
-            return data
+            taken = min(len(view), len(self._head))
+            view[:taken] = self._head[:taken]
+            self._head = self._head[taken:]
+            self.position += taken
+            return taken
         for attempt in range(1, self.attempts + 1):
             try:
                 if self._response is None:
                     self._open_at(self.position)
                     if self._response is None:  # at the end
-                        return b""
+                        return 0
                     if self._head:
-                        return self.read(size)
-                data = self._receive(size)
-                if not data and self.size is not None and self.position < self.size:
+                        return self.readinto(view)
+                got = self._receive_into(view)
+                if not got and self.size is not None and self.position < self.size:
                     raise http.client.IncompleteRead(b"", self.size - self.position)
-                self.position += len(data)
-                return data
+                self.position += got
+                return got
             except ReleaseError:
                 raise
             except _TRANSIENT as error:
@@ -196,27 +195,29 @@ class HttpFile(io.RawIOBase):
                 self._wait(attempt, f"reading at byte {self.position} failed ({error})")
         raise AssertionError("unreachable")
 
-    def _receive(self, size: int) -> bytes:
-        """Up to `size` bytes from the open response, checking the rate and deadline after each socket read.
+    def _receive_into(self, view: memoryview) -> int:
+        """Fill `view` from the open response, checking the rate and deadline after each socket read.
 
-        `read1` does one socket read at most, so a drip cannot keep one call waiting forever. When
-        the connection fails after some bytes came, they are returned and the next read resumes.
+        `read1` does one socket read at most, so a drip cannot keep one call waiting forever. Each
+        read is copied in and let go at once: a slow server's many small reads never pile up in
+        memory waiting to be joined. When the connection fails after some bytes came, they are
+        kept and the next read resumes.
         """
-        pieces, got = [], 0
+        got = 0
         try:
-            while got < size:
+            while got < len(view):
                 started = time.monotonic()
-                data = self._response.read1(size - got)
+                data = self._response.read1(min(len(view) - got, CHUNK))
                 self._count(time.monotonic() - started, len(data))
                 if not data:
                     break
-                pieces.append(data)
+                view[got : got + len(data)] = data
                 got += len(data)
         except _TRANSIENT:
             if not got:
                 raise
             self._close_response()
-        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+        return got
 
     def readall(self) -> bytes:
         chunks = []
@@ -479,12 +480,13 @@ def _download_once(url: str, partial: Path, *, what: str, size: int | None, prog
     """Download to `partial` from scratch; returns the SHA-256 of what was written."""
     digest = hashlib.sha256()
     try:
+        buffer = memoryview(bytearray(CHUNK))
         with HttpFile(url, what=what, size=size) as source, open(partial, "wb") as sink:
-            while chunk := source.read(CHUNK):
-                sink.write(chunk)
-                digest.update(chunk)
+            while got := source.readinto(buffer):
+                sink.write(buffer[:got])
+                digest.update(buffer[:got])
                 if progress is not None:
-                    progress(len(chunk))
+                    progress(got)
     except BaseException:
         partial.unlink(missing_ok=True)  # a next run starts from scratch: no space kept for nothing
         raise

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+import tracemalloc
 import traceback
 from pathlib import Path
 
@@ -157,6 +158,24 @@ def test_size_other_than_the_manifest_is_refused(site, release, monkeypatch):
     shard = release.shard_paths[0]
     with pytest.raises(ReleaseError, match=rf"not the asset: {shard.stat().st_size} bytes where the release manifest says 1234; gave up after 2"):
         HttpFile(f"{site.url}/{TAG}/{shard.name}", what=shard.name, size=1234)
+
+
+def test_a_slow_servers_small_reads_go_straight_into_the_block(tmp_path):
+    """Read in 16 KiB pieces, an 8 MiB block takes no second 8 MiB: each piece is copied in and let go."""
+    data = hashlib.sha256(b"block").digest() * (8 * 2**20 // 32)
+    (tmp_path / "block.bin").write_bytes(data)
+    block = bytearray(len(data))
+    with RangeFileServer(tmp_path) as server:
+        server.fail_next("block.bin", Fault(drip=(16 * 2**10, 0.0)))
+        with HttpFile(f"{server.url}/block.bin") as f:
+            tracemalloc.start()
+            try:
+                got = f.readinto(block)
+                _, peak = tracemalloc.get_traced_memory()
+            finally:
+                tracemalloc.stop()
+    assert got == len(data) and block == data
+    assert peak < len(data) // 4
 
 
 # --- the download cache ------------------------------------------------------------------------
