@@ -57,12 +57,14 @@ from .conversion import (
     remove_work_dir,
     run_jobs,
 )
-from .parquet import Part
+from .parquet import FILE_BYTES, Part
 from .upload import REPO_TYPE, PlannedFile, PushError, PushResult, _explain, commit_dataset, prepare_repo
 
 LEDGER = "uploaded.jsonl"
-# Complete files waiting for the uploader. When it lags, the converting jobs wait for it, so the
-# disk holds the files being written (one per split and job), these, and the one being sent.
+# Complete files waiting for the uploader, in full-size files' worth of bytes. When it lags, the
+# converting jobs wait for it, so the disk holds the files being written (one per split and job),
+# these, and the one being sent. Counted in bytes, not files: the small last files a shard ends
+# with do not hold its job (and the next shard's download) back.
 QUEUED_FILES = 2
 # Without --output-dir, the work folder in the current directory, removed after a successful push.
 UPLOAD_WORK_FOLDER = ".reghead-upload"
@@ -141,12 +143,16 @@ class Uploader:
         held: Callable[[ShardJob, Part], bool],
         on_uploaded: Callable[[int], None],
         stop: threading.Event,
+        queued_bytes: int,
     ):
         self.api, self.repo_id, self.revision, self.create_pr = api, repo_id, revision, create_pr
         self.ledger, self.keep_files, self.held, self.on_uploaded = ledger, keep_files, held, on_uploaded
         self.stop = stop  # set when the run fails or is interrupted: a waiting submit() gives up
         self.error: BaseException | None = None
-        self._queue: queue.Queue = queue.Queue(maxsize=QUEUED_FILES)
+        self._queue: queue.Queue = queue.Queue()  # bounded by `queued_bytes`, in submit_part
+        self._queued_bytes, self._max_queued_bytes = 0, queued_bytes
+        self._room = threading.Condition()
+        self._handed: set[str] = set()  # ledger keys handed over in this run, as they were made
         # Files handled in this run and still on disk, by (inode, mtime, size): a file written again
         # (a shard fetched again after a bad hash) is a new file and is hashed again.
         self._done: dict[str, tuple[int, int, int]] = {}
@@ -156,32 +162,33 @@ class Uploader:
         self._thread.start()
 
     def submit_part(self, job: ShardJob, part: Part) -> None:
-        """Hand over a complete file; waits while the uploader is behind (bounds the disk)."""
-        while True:
-            if self.error is not None:
-                raise self.error
-            if self.stop.is_set():
-                raise Cancelled(job.shard.name)
-            try:
-                self._queue.put((job, part), timeout=0.2)
-                return
-            except queue.Full:
-                continue
+        """Hand over a complete file; waits while the files waiting fill `queued_bytes` (bounds the disk).
+
+        A file larger than that goes when nothing else waits.
+        """
+        with self._room:
+            while True:
+                if self.error is not None:
+                    raise self.error
+                if self.stop.is_set():
+                    raise Cancelled(job.shard.name)
+                if not self._queued_bytes or self._queued_bytes + part.size <= self._max_queued_bytes:
+                    break
+                self._room.wait(timeout=0.2)
+            self._queued_bytes += part.size
+            self._handed.add(ledger_key(job, part))
+        self._queue.put((job, part))
 
     def submit(self, job: ShardJob, record: ShardRecord) -> None:
-        """Hand over a finished shard's files (those of an earlier run, or any not handed over yet)."""
+        """Hand over a finished shard's files not handed over yet in this run (those of an earlier run)."""
         for split in SPLITS:
             for part in record.parts[split]:
-                self.submit_part(job, part)
+                if ledger_key(job, part) not in self._handed:
+                    self.submit_part(job, part)
 
     def finish(self) -> None:
         """Wait until every handed-over part is uploaded; raise what stopped the uploader."""
-        while self._thread.is_alive():
-            try:
-                self._queue.put(None, timeout=0.2)
-                break
-            except queue.Full:
-                continue
+        self._queue.put(None)
         self._thread.join()
         if self.error is not None:
             raise self.error
@@ -189,6 +196,9 @@ class Uploader:
     def _run(self) -> None:
         try:
             while (item := self._queue.get()) is not None:
+                with self._room:  # taken: no longer waiting
+                    self._queued_bytes -= item[1].size
+                    self._room.notify_all()
                 self._upload(*item)
         except BaseException as error:  # handed to the converting threads by submit()
             self.error = error
@@ -377,6 +387,7 @@ def _convert_and_push_locked(
     uploader = Uploader(
         api, repo_id, revision=revision, create_pr=create_pr, ledger=ledger, keep_files=keep_files,
         held=lambda job, part: job == card_job and part.name.endswith("-000.parquet"), on_uploaded=on_uploaded, stop=stop,
+        queued_bytes=QUEUED_FILES * max((job.file_bytes for job in all_jobs), default=FILE_BYTES),
     )  # fmt: skip
     try:
         records = run_jobs(

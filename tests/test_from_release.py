@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -21,13 +22,15 @@ import pytest
 from huggingface_hub import HfApi
 
 from conftest import ALICE_TOKEN, publish
-from convert.conversion import DISCARDED_SUFFIX, HASH_ATTEMPTS, discard_folder
-from convert.hub_upload import LEDGER, UPLOAD_WORK_FOLDER, _identity, remove_if_same
+from convert.conversion import DISCARDED_SUFFIX, HASH_ATTEMPTS, ShardJob, ShardRecord, discard_folder
+from convert.hub_upload import LEDGER, UPLOAD_WORK_FOLDER, Ledger, Uploader, _identity, remove_if_same
+from convert.parquet import Part
 from convert.push import main
 from github_server import GitHubReleaseServer
 from http_server import Fault
 from reghead import EXPRESSIONS, FEATURES
 from reghead_release import http
+from reghead_release.release import Shard
 from reghead_release.schema import release_tag
 
 REPO_ID = "alice/reghead"
@@ -308,6 +311,39 @@ def test_a_discarded_shard_folder_leaves_no_name_leading_to_its_files(tmp_path):
         discard_folder(folder)  # nothing there: nothing to do
     assert seen == [(f"{folder.name}{DISCARDED_SUFFIX}", True), (f"{folder.name}{DISCARDED_SUFFIX}", False)]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_uploader_holds_jobs_back_by_bytes_and_takes_each_file_once(tmp_path):
+    """Jobs wait while full-size files fill the queue, not for a shard's small last files; the
+    files a finished shard handed over as they were made are not handed over again."""
+    taken, go = [], threading.Event()
+
+    class Waiting(Uploader):
+        def _upload(self, job, part):
+            go.wait()  # an uploader that lags
+            taken.append(part.name)
+
+    job = ShardJob("512", Shard(0, "reghead-v1-512-000000.tar", "unused", None), str(tmp_path))
+    uploader = Waiting(
+        None, REPO_ID, revision=None, create_pr=False, ledger=Ledger(tmp_path / LEDGER, repo=REPO_ID), keep_files=True,
+        held=lambda job, part: False, on_uploaded=lambda size: None, stop=threading.Event(), queued_bytes=1000,
+    )  # fmt: skip
+    parts = [Part(f"train-00{n}.parquet", 1, 600) for n in range(3)] + [Part(f"{s}-000.parquet", 1, 100) for s in ("validation", "test")]
+    uploader.submit_part(job, parts[0])
+    while uploader._queued_bytes:  # the uploader takes it, and waits
+        time.sleep(0.01)
+    for part in (parts[1], parts[3], parts[4]):  # 800 bytes waiting: no wait
+        uploader.submit_part(job, part)
+    blocked = threading.Thread(target=uploader.submit_part, args=(job, parts[2]))
+    blocked.start()
+    blocked.join(0.3)
+    assert blocked.is_alive()  # 1,400 bytes would wait
+    go.set()
+    blocked.join(5)
+    assert not blocked.is_alive()
+    uploader.submit(job, ShardRecord(2, "512", job.shard.name, None, True, {"train": parts[:3], "validation": [parts[3]], "test": [parts[4]]}, [], {}, ""))
+    uploader.finish()
+    assert taken == [p.name for p in (parts[0], parts[1], parts[3], parts[4], parts[2])]
 
 
 def test_pull_request_from_the_release(hub, github, reference, tmp_path, monkeypatch):
