@@ -218,7 +218,7 @@ class Uploader:
         try:
             identity = _identity(staged.stat())
             if self._done.get(key) == identity:
-                return  # handed over again with its shard's record
+                return  # handed over again by a shard's next attempt, which wrote it before this one was taken
             # The path only decides LFS or not (*.parquet is LFS): the commit gives the Hub name.
             operation = CommitOperationAdd(path_in_repo=f"{job.config}/{job.folder.name}-{part.name}", path_or_fileobj=str(staged))
             sha256 = operation.upload_info.sha256.hex()

@@ -22,7 +22,7 @@ import pytest
 from huggingface_hub import HfApi
 
 from conftest import ALICE_TOKEN, publish
-from convert.conversion import DISCARDED_SUFFIX, HASH_ATTEMPTS, ShardJob, ShardRecord, discard_folder
+from convert.conversion import DISCARDED_SUFFIX, HASH_ATTEMPTS, RECORD_VERSION, ShardJob, ShardRecord, discard_folder
 from convert.hub_upload import LEDGER, UPLOAD_WORK_FOLDER, Ledger, Uploader, _identity, remove_if_same
 from convert.parquet import Part
 from convert.push import main
@@ -330,8 +330,10 @@ def test_the_uploader_holds_jobs_back_by_bytes_and_takes_each_file_once(tmp_path
     )  # fmt: skip
     parts = [Part(f"train-00{n}.parquet", 1, 600) for n in range(3)] + [Part(f"{s}-000.parquet", 1, 100) for s in ("validation", "test")]
     uploader.submit_part(job, parts[0])
-    while uploader._queued_bytes:  # the uploader takes it, and waits
+    deadline = time.monotonic() + 5
+    while uploader._queued_bytes and time.monotonic() < deadline:  # the uploader takes it, and waits
         time.sleep(0.01)
+    assert not uploader._queued_bytes
     for part in (parts[1], parts[3], parts[4]):  # 800 bytes waiting: no wait
         uploader.submit_part(job, part)
     blocked = threading.Thread(target=uploader.submit_part, args=(job, parts[2]))
@@ -341,7 +343,7 @@ def test_the_uploader_holds_jobs_back_by_bytes_and_takes_each_file_once(tmp_path
     go.set()
     blocked.join(5)
     assert not blocked.is_alive()
-    uploader.submit(job, ShardRecord(2, "512", job.shard.name, None, True, {"train": parts[:3], "validation": [parts[3]], "test": [parts[4]]}, [], {}, ""))
+    uploader.submit(job, ShardRecord(RECORD_VERSION, "512", job.shard.name, None, True, {"train": parts[:3], "validation": [parts[3]], "test": [parts[4]]}, [], {}, ""))
     uploader.finish()
     assert taken == [p.name for p in (parts[0], parts[1], parts[3], parts[4], parts[2])]
 
