@@ -22,7 +22,7 @@ from .schema import (
     SAMPLE_FIELDS,
     Identity,
     Vocabulary,
-    parse_identity,
+    parse_identity_with_doubt,
     parse_sample_key,
 )
 from .tar import JPEG_MAGIC, ShardStream, iter_members
@@ -276,7 +276,9 @@ def build_record(
 
     Images must be whole JPEGs (start and end markers) of `resolution` x `resolution` pixels,
     read from their headers, never decoded; with `resolution=None` the size is not compared.
-    The identity name is split with the release's `vocabulary` when given (`parse_identity`).
+    The identity name is split with the release's `vocabulary` when given (`parse_identity`); a
+    name it cannot split is noted as an unparsed identity, one whose split the vocabulary leaves
+    in doubt as an ambiguous identity (`parse_identity_with_doubt`).
     """
     key, fields = sample
     missing = sorted(SAMPLE_FIELDS - fields.keys())
@@ -316,9 +318,11 @@ def build_record(
         if json_identity is not None and json_identity != identity:
             problems.bad_sample("identity mismatch", f"the JSON names identity {shorten(json_identity, 200)} but the key names {identity!r}", file=file, key=key)
             return None
-    parts = parse_identity(identity, vocabulary)
+    parts, doubt = parse_identity_with_doubt(identity, vocabulary)
     if parts.problem:
         problems.note("unparsed identity", parts.problem, file=file, key=key)
+    elif doubt:
+        problems.note("ambiguous identity", doubt, file=file, key=key)
     return Record(key, identity, parts, tuple(images), sample_json)
 
 

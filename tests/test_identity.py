@@ -1,13 +1,23 @@
 """parse_identity, parse_sample_key and split_of: the pure functions of names."""
 
 import hashlib
+import random
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from reghead_release.sample import identity_name
-from reghead_release.schema import SPLITS, STYLES, Identity, Vocabulary, parse_identity, parse_sample_key, split_of
+from reghead_release.schema import (
+    SPLITS,
+    STYLES,
+    Identity,
+    Vocabulary,
+    parse_identity,
+    parse_identity_with_doubt,
+    parse_sample_key,
+    split_of,
+)
 
 
 @pytest.mark.parametrize(
@@ -188,3 +198,246 @@ def test_vocabulary_ignores_names_it_cannot_split():
     vocabulary = Vocabulary.from_identities(["", "Not-An-Identity", "id1_Owl_Watercolour_x_a_y", "id2_Owl_Photorealistic"])
     assert vocabulary == Vocabulary()
     assert parse_identity("id2_Owl_Photorealistic", vocabulary) == parse_identity("id2_Owl_Photorealistic")
+
+
+# --- article-less accessories next to an `a`/`an` accessory -------------------------------------
+
+# What the release knows: `gold hoop earrings` and `sunglasses` alone, `a monocle` alone, and
+# `a pair of sunglasses` before another accessory (so whole, though it ends with `sunglasses`).
+_ACCESSORIES = [
+    *_CLEAN,
+    "id030_Owl_Photorealistic_round_eyes_gold_hoop_earrings",
+    "id031_Mole_Photorealistic_fluffy_cheeks_sunglasses",
+    "id032_Koala_Photorealistic_curved_horns_a_monocle",
+    "id033_Owl_Photorealistic_round_eyes_a_pair_of_sunglasses_a_wreath",
+]
+_NO_ACCESSORY = "no accessory (starting with 'a_' or 'an_') after the feature in {name!r}"
+
+
+@pytest.mark.parametrize(
+    "rest, without, with_vocabulary",
+    [
+        (  # an a_ accessory, then an article-less one
+            "curved_horns_a_monocle_gold_hoop_earrings",
+            ("curved horns", ["a monocle gold hoop earrings"]),
+            ("curved horns", ["a monocle", "gold hoop earrings"]),
+        ),
+        (  # the same when the a_ accessory is not otherwise known: the known one ends it
+            "curved_horns_a_top_hat_sunglasses",
+            ("curved horns", ["a top hat sunglasses"]),
+            ("curved horns", ["a top hat", "sunglasses"]),
+        ),
+        (  # an article-less accessory, then an a_ one
+            "curved_horns_gold_hoop_earrings_a_monocle",
+            ("curved horns gold hoop earrings", ["a monocle"]),
+            ("curved horns", ["gold hoop earrings", "a monocle"]),
+        ),
+        (  # two article-less accessories, in both orders
+            "curved_horns_sunglasses_gold_hoop_earrings",
+            ("curved horns sunglasses gold hoop earrings", []),
+            ("curved horns", ["sunglasses", "gold hoop earrings"]),
+        ),
+        (
+            "curved_horns_gold_hoop_earrings_sunglasses",
+            ("curved horns gold hoop earrings sunglasses", []),
+            ("curved horns", ["gold hoop earrings", "sunglasses"]),
+        ),
+        (  # an a_ accessory whose words end with a known article-less one: the article needs a word
+            "curved_horns_a_gold_hoop_earrings",
+            ("curved horns", ["a gold hoop earrings"]),
+            ("curved horns", ["a gold hoop earrings"]),
+        ),
+        (
+            "curved_horns_a_gold_hoop_earrings_sunglasses",
+            ("curved horns", ["a gold hoop earrings sunglasses"]),
+            ("curved horns", ["a gold hoop earrings", "sunglasses"]),
+        ),
+        (
+            "curved_horns_sunglasses_a_gold_hoop_earrings",
+            ("curved horns sunglasses", ["a gold hoop earrings"]),
+            ("curved horns", ["sunglasses", "a gold hoop earrings"]),
+        ),
+        (
+            "curved_horns_gold_hoop_earrings_a_gold_hoop_earrings",
+            ("curved horns gold hoop earrings", ["a gold hoop earrings"]),
+            ("curved horns", ["gold hoop earrings", "a gold hoop earrings"]),
+        ),
+        (  # a known a_ accessory that ends with a known article-less one stays whole
+            "curved_horns_a_pair_of_sunglasses",
+            ("curved horns", ["a pair of sunglasses"]),
+            ("curved horns", ["a pair of sunglasses"]),
+        ),
+        (
+            "curved_horns_a_pair_of_sunglasses_gold_hoop_earrings",
+            ("curved horns", ["a pair of sunglasses gold hoop earrings"]),
+            ("curved horns", ["a pair of sunglasses", "gold hoop earrings"]),
+        ),
+        (  # after a feature that starts with "a"
+            "a_single_horn_a_monocle_sunglasses",
+            ("a single horn", ["a monocle sunglasses"]),
+            ("a single horn", ["a monocle", "sunglasses"]),
+        ),
+    ],
+)
+def test_article_less_accessory_next_to_an_article_one(rest, without, with_vocabulary):
+    name = f"id066_Capuchin_Monkey_Plastic_Toy_Render_{rest}"
+    vocabulary = Vocabulary.from_identities([*_ACCESSORIES, name])
+    problem = None if without[1] else _NO_ACCESSORY.format(name=name)
+    assert parse_identity(name) == Identity(66, "Capuchin Monkey", "Plastic Toy Render", *without, problem)
+    assert parse_identity_with_doubt(name, vocabulary) == (
+        Identity(66, "Capuchin Monkey", "Plastic Toy Render", *with_vocabulary),
+        None,
+    )
+
+
+@pytest.mark.parametrize(
+    "evidence, learned",
+    [
+        # alone, first (after two features) and second (after a known feature and a known a_
+        # accessory, counted with the features it follows)
+        (["id040_Mole_Photorealistic_round_eyes_earmuffs"], True),
+        (["id040_Mole_Photorealistic_round_eyes_earmuffs_a_monocle", "id041_Mole_Photorealistic_curved_horns_earmuffs_a_wreath"], True),
+        (["id040_Mole_Photorealistic_round_eyes_a_monocle_earmuffs", "id041_Mole_Photorealistic_curved_horns_a_wreath_earmuffs"], True),
+        (["id040_Mole_Photorealistic_round_eyes_a_monocle_earmuffs", "id041_Mole_Photorealistic_curved_horns_earmuffs_a_wreath"], True),
+        # once after one a_ accessory: `a monocle earmuffs` could be one accessory
+        (["id040_Mole_Photorealistic_round_eyes_a_monocle_earmuffs"], False),
+        # after an a_ accessory that is never seen on its own: nothing is known of it
+        (["id040_Mole_Photorealistic_round_eyes_a_top_hat_earmuffs", "id041_Mole_Photorealistic_curved_horns_a_wreath_earmuffs"], False),
+        # in a name that already has two accessories: a third would be one too many
+        (["id040_Mole_Photorealistic_round_eyes_a_wreath_a_monocle_earmuffs", "id041_Mole_Photorealistic_curved_horns_a_wreath_earmuffs"], False),
+    ],
+)
+def test_article_less_accessory_is_learned_from_every_position(evidence, learned):
+    vocabulary = Vocabulary.from_identities([*_ACCESSORIES, *evidence])
+    assert (("earmuffs",) in vocabulary.bare_accessories) is learned
+    expected = ["a party hat", "earmuffs"] if learned else ["a party hat earmuffs"]
+    assert parse_identity("id042_Owl_Photorealistic_fluffy_cheeks_a_party_hat_earmuffs", vocabulary).accessories == expected
+
+
+def test_article_accessories_known_whole():
+    vocabulary = Vocabulary.from_identities([*_ACCESSORIES, "id050_Owl_Photorealistic_round_eyes_a_monocle_sunglasses"])
+    assert vocabulary.article_accessories == {
+        ("a", "wreath"), ("a", "party", "hat"), ("an", "eyepatch"), ("a", "monocle"), ("a", "pair", "of", "sunglasses"),
+    }
+    assert vocabulary.bare_accessories == {("gold", "hoop", "earrings"), ("sunglasses",)}
+
+
+@pytest.mark.parametrize(
+    "evidence, rest, expected, doubt",
+    [
+        (  # a feature seen only before a known article-less accessory
+            [],
+            "spotted_fur_sunglasses_a_wreath",
+            ("spotted fur sunglasses", ["a wreath"]),
+            "feature 'spotted fur sunglasses' is kept whole; it could also end with the accessory 'sunglasses'",
+        ),
+        (  # two cuts, neither leaving a known a_ accessory
+            ["id060_Owl_Photorealistic_round_eyes_earrings"],
+            "round_eyes_a_pair_of_gold_hoop_earrings",
+            ("round eyes", ["a pair of gold hoop earrings"]),
+            "'a pair of gold hoop earrings' is kept as one accessory; it could also be 'a pair of' + 'gold hoop earrings' or 'a pair of gold hoop' + 'earrings'",
+        ),
+        (  # known whole (before another accessory), and `a monocle` + `sunglasses` too
+            ["id060_Owl_Photorealistic_round_eyes_a_monocle_sunglasses_a_wreath"],
+            "round_eyes_a_monocle_sunglasses",
+            ("round eyes", ["a monocle sunglasses"]),
+            "'a monocle sunglasses' is kept as one accessory; it could also be 'a monocle' + 'sunglasses'",
+        ),
+        (  # whole, or a third accessory: the name is its own evidence that the piece is whole
+            [],
+            "round_eyes_sunglasses_a_monocle_gold_hoop_earrings",
+            ("round eyes", ["sunglasses", "a monocle gold hoop earrings"]),
+            "'a monocle gold hoop earrings' is kept as one accessory; it could also be 'a monocle' + 'gold hoop earrings'",
+        ),
+        (
+            [],
+            "round_eyes_a_wreath_a_monocle_gold_hoop_earrings",
+            ("round eyes", ["a wreath", "a monocle gold hoop earrings"]),
+            "'a monocle gold hoop earrings' is kept as one accessory; it could also be 'a monocle' + 'gold hoop earrings'",
+        ),
+    ],
+)
+def test_what_the_vocabulary_cannot_settle_keeps_rules_1_to_3_and_says_why(evidence, rest, expected, doubt):
+    name = f"id061_Owl_Photorealistic_{rest}"
+    vocabulary = Vocabulary.from_identities([*_ACCESSORIES, *evidence, name])
+    parts, why = parse_identity_with_doubt(name, vocabulary)
+    assert parts == parse_identity(name, vocabulary) == Identity(61, "Owl", "Photorealistic", *expected)
+    assert why == f"{doubt} in {name!r}"
+
+
+def test_a_name_the_vocabulary_has_not_seen_is_not_cut_into_three_accessories():
+    vocabulary = Vocabulary.from_identities(_ACCESSORIES)
+    for rest, accessories in [
+        ("sunglasses_a_top_hat_gold_hoop_earrings", "['sunglasses', 'a top hat', 'gold hoop earrings']"),
+        ("a_wreath_a_top_hat_gold_hoop_earrings", "['a wreath', 'a top hat', 'gold hoop earrings']"),
+    ]:
+        name = f"id062_Owl_Photorealistic_round_eyes_{rest}"
+        parts, why = parse_identity_with_doubt(name, vocabulary)
+        assert parts.accessories[-1] == "a top hat gold hoop earrings" and len(parts.accessories) == 2
+        assert why == f"cut before its known article-less accessories, the name would have 3 accessories {accessories} in {name!r}"
+
+
+def test_names_the_vocabulary_settles_have_no_doubt():
+    names = [*_ACCESSORIES, "id070_Owl_Photorealistic_curved_horns_a_monocle_gold_hoop_earrings"]
+    vocabulary = Vocabulary.from_identities(names)
+    assert [parse_identity_with_doubt(name, vocabulary)[1] for name in names] == [None] * len(names)
+    assert parse_identity_with_doubt(names[-1]) == (parse_identity(names[-1]), None)
+
+
+_hostile_name = st.lists(
+    st.one_of(st.sampled_from(["a", "an", "id1", "Photorealistic", "Plastic", "Toy", "Render", "sunglasses", "", "_"]), st.text(max_size=6)),
+    max_size=12,
+).map("_".join)
+
+
+@settings(max_examples=200, deadline=None)
+@given(names=st.lists(_hostile_name, max_size=8), name=_hostile_name)
+def test_parse_identity_with_any_vocabulary_never_raises(names, name):
+    vocabulary = Vocabulary.from_identities([*names, name])
+    parts, doubt = parse_identity_with_doubt(name, vocabulary)
+    assert parts == parse_identity(name, vocabulary) and (doubt is None or name in doubt or repr(name) in doubt)
+    assert "" not in (parts.animal, parts.style, parts.feature) and "" not in parts.accessories
+
+
+# --- a release of the real size, with article-less accessories in every position ------------------
+
+_ANIMALS = [f"{first} {second}" for first in ("Red", "Snow", "Giant", "Black-footed", "Przewalski's", "St.", "Arctic", "Bald", "Fennec", "Three-toed", "Golden", "Grey", "Pygmy", "Spotted", "Striped")
+            for second in ("Fox", "Leopard", "Cat", "Horse", "Bernard", "Owl", "Eagle", "Sloth", "Bear", "Mole", "Koala", "Otter", "Hare", "Lynx", "Tapir", "Wolf", "Seal", "Yak")][:270]
+_FEATURES = [
+    "round eyes", "fluffy cheeks", "bushy eyebrows", "arched eyebrows", "curved horns", "long whiskers", "droopy ears",
+    "a single horn", "freckled snout", "oversized ears", "spotted fur", "striped fur", "big nose", "tiny ears", "long lashes",
+    "sharp fangs", "floppy ears", "pointed ears", "wide grin", "rosy cheeks", "thick mane", "short snout", "long snout",
+    "curly fur", "shaggy fur", "bright eyes", "sleepy eyes", "heavy brows", "split lip", "button nose", "crooked teeth",
+    "buck teeth", "whiskered chin", "bearded chin", "scarred cheek", "glowing eyes", "tufted ears", "patterned fur",
+]
+_BARE = ["sunglasses", "gold hoop earrings", "headphones", "round glasses", "earmuffs", "suspenders", "reading glasses"]
+_WITH_ARTICLE = [
+    "a wreath", "a pirate hat", "a bunny-ear headband", "a party hat", "a space helmet", "a laurel crown", "an eyepatch",
+    "an aviator cap", "a knitted scarf", "an explorer's pith helmet", "a flower crown", "a monocle", "a bow tie", "a top hat",
+    "a cowboy hat", "a beanie", "a bandana", "a tiara", "a crown", "a halo", "a nose ring", "a pearl necklace", "a gold chain",
+    "a feather boa", "a chef's hat", "a sailor hat", "a witch hat", "a wizard hat", "a baseball cap", "a beret", "a fez",
+    "a sombrero", "a turban", "a headband", "a hair bow", "a scarf", "a collar", "a bell collar", "a lei", "an earring",
+    "an ear cuff", "a visor", "a hood", "a helmet", "a mask", "a pair of sunglasses", "a pair of round glasses", "a bib",
+    "a cape", "a gold hoop earrings",
+]
+
+
+def realistic_identities(count: int = 33_724, seed: int = 0) -> list[tuple[str, Identity]]:
+    """(name, parts) in the shape of the real release: 270 animals, 38 features, 57 accessories of
+    which 7 without an article, 1 or 2 per identity in any order; `a pair of sunglasses` and
+    `a gold hoop earrings` end with the words of accessories written without one."""
+    rng = random.Random(seed)
+    identities = []
+    for index in range(count):
+        animal, style, feature = rng.choice(_ANIMALS), rng.choice(STYLES), rng.choice(_FEATURES)
+        accessories = rng.sample(_BARE + _WITH_ARTICLE, 1 if rng.random() < 0.3 else 2)
+        name = "_".join([f"id{index:03d}", animal, style, feature, *accessories]).replace(" ", "_")
+        identities.append((name, Identity(index, animal, style, feature, accessories)))
+    return identities
+
+
+def test_vocabulary_of_a_full_size_release_settles_every_name():
+    identities = realistic_identities()
+    vocabulary = Vocabulary.from_identities(name for name, _ in identities)
+    assert {" ".join(words) for words in vocabulary.features} == set(_FEATURES)
+    assert {parse_identity_with_doubt(name, vocabulary) == (parts, None) for name, parts in identities} == {True}
