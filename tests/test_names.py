@@ -36,8 +36,17 @@ NAMES = [
     ("id006_Mole_Photorealistic_spotted_fur_headphones", ("Mole", "Photorealistic", "spotted fur headphones", [])),
     ("id007_A.B.C._Cat_Photorealistic_round_eyes_a_monocle", ("A.B.C. Cat", "Photorealistic", "round eyes", ["a monocle"])),
     ("id008_Mr._Toad_Plastic_Toy_Render_curved_horns_a_laurel_crown", ("Mr. Toad", "Plastic Toy Render", "curved horns", ["a laurel crown"])),
+    # article-less accessories next to a_ ones, in every order, and a_ accessories ending with their words
+    ("id009_Capuchin_Monkey_Plastic_Toy_Render_curved_horns_a_monocle_gold_hoop_earrings", ("Capuchin Monkey", "Plastic Toy Render", "curved horns", ["a monocle", "gold hoop earrings"])),
+    ("id010_Red_Fox_Photorealistic_curved_horns_gold_hoop_earrings_a_monocle", ("Red Fox", "Photorealistic", "curved horns", ["gold hoop earrings", "a monocle"])),
+    ("id011_Dr._Owl_Video_Game_NPC_Style_round_eyes_sunglasses_gold_hoop_earrings", ("Dr. Owl", "Video Game NPC Style", "round eyes", ["sunglasses", "gold hoop earrings"])),
+    ("id012_Koala_Photorealistic_bushy_eyebrows_a_gold_hoop_earrings", ("Koala", "Photorealistic", "bushy eyebrows", ["a gold hoop earrings"])),
+    ("id013_Mole_Computer_Animated_Film-Style_3D_round_eyes_a_gold_hoop_earrings_sunglasses", ("Mole", "Computer Animated Film-Style 3D", "round eyes", ["a gold hoop earrings", "sunglasses"])),
+    ("id014_St._Bernard_Plastic_Toy_Render_fluffy_cheeks_sunglasses_a_gold_hoop_earrings", ("St. Bernard", "Plastic Toy Render", "fluffy cheeks", ["sunglasses", "a gold hoop earrings"])),
+    # a third accessory, or an a_ accessory ending like a known one: kept as by rule 3, and noted
+    ("id015_Polar_Bear_Photorealistic_bushy_eyebrows_a_wreath_a_monocle_sunglasses", ("Polar Bear", "Photorealistic", "bushy eyebrows", ["a wreath", "a monocle sunglasses"])),
 ]
-IDENTITIES = [name for name, _ in NAMES] + [identity_name(i) for i in range(9, 12)]
+IDENTITIES = [name for name, _ in NAMES] + [identity_name(i) for i in range(16, 19)]
 
 
 def expected_attributes(identity: str) -> tuple:
@@ -166,8 +175,10 @@ def test_builder_reads_dotted_names_and_bare_accessories_exactly(dotted, resolut
         builder.download_and_prepare()
     ds = builder.as_dataset()
     check_rows([row for split in ds.values() for row in raw(split)], release)
-    # The fallback name is the only thing noted, once per split that holds it.
+    # The fallback name and the ambiguous one are the only things noted, once per split that holds them.
     assert "noted a sample (unparsed identity)" in caplog.text and "id006_Mole" in caplog.text
+    assert "noted a sample (ambiguous identity)" in caplog.text and "'a monocle sunglasses' is kept as one accessory" in caplog.text
+    assert caplog.text.count("(ambiguous identity)") == 2 and "id015_Polar_Bear" in caplog.text  # the counts line, then the detail
     assert "unknown field" not in caplog.text and "skipped" not in caplog.text
 
 
@@ -195,7 +206,12 @@ def test_converter_reads_dotted_names_exactly_and_the_card_counts_them(dotted, t
     for resolution, release in dotted.items():
         rows = [row for path in sorted((out / str(resolution)).glob("*.parquet")) for row in pq.read_table(path).to_pylist()]
         check_rows(rows, release)
+        loaded = datasets.load_dataset(str(out), str(resolution))
+        check_rows([row for split in loaded.values() for row in raw(split)], release)
     card = (out / "README.md").read_text()
-    assert "| fluffy cheeks | 3 |" in card  # id002, id003 and id010
-    assert "| sunglasses | 2 |" in card  # id002 and id004
-    assert "round eyes gold hoop earrings" not in card and "fluffy cheeks sunglasses" not in card
+    assert "| fluffy cheeks | 3 |" in card  # id002, id003 and id014
+    assert "| sunglasses | 5 |" in card  # id002, id004, id011, id013 and id014
+    assert "| gold hoop earrings | 4 |" in card  # id001, id009, id010 and id011
+    assert "| a monocle | 3 |" in card  # id007, id009 and id010
+    for wrong in ("round eyes gold hoop earrings", "fluffy cheeks sunglasses", "a monocle gold hoop earrings", "curved horns gold hoop earrings"):
+        assert wrong not in card
