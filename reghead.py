@@ -45,6 +45,7 @@ from reghead_release.schema import (
     Identity,
     Vocabulary,
     parse_identity,
+    parse_identity_with_doubt,
     release_tag,
     split_of,
 )
@@ -65,6 +66,7 @@ __all__ = [
     "expression_pairs",
     "expression_pairs_batch",
     "parse_identity",
+    "parse_identity_with_doubt",
     "split_of",
 ]
 

@@ -9,7 +9,7 @@ tests, the demo and the benchmarks.
 from .errors import Problems, ReleaseError
 from .reader import Record, read_shard_records, read_shard_rows, record_to_row
 from .release import Shard, base_url_for, locate_local_release
-from .schema import EXPRESSIONS, FEATURES, SPLITS, Identity, Vocabulary, parse_identity, split_of
+from .schema import EXPRESSIONS, FEATURES, SPLITS, Identity, Vocabulary, parse_identity, parse_identity_with_doubt, split_of
 
 __all__ = [
     "EXPRESSIONS",
@@ -24,6 +24,7 @@ __all__ = [
     "base_url_for",
     "locate_local_release",
     "parse_identity",
+    "parse_identity_with_doubt",
     "read_shard_records",
     "read_shard_rows",
     "record_to_row",

@@ -361,9 +361,10 @@ def parse_identity(name: str, vocabulary: Vocabulary | None = None) -> Identity:
          What the vocabulary does not settle keeps its split by rules 1-3, as without a
          vocabulary, and `parse_identity_with_doubt` says why: a feature that is not cut but
          ends with a known article-less accessory (`spotted_fur_sunglasses` before `a_hat`,
-         with no `spotted_fur_a_...` anywhere); a piece with two cuts, or known whole with a
-         cut that leaves a known `a`/`an` accessory; cuts that would make more than 2
-         accessories (then no piece is cut).
+         with no `spotted_fur_a_...` anywhere); a piece with several cuts, not exactly one
+         of them leaving a known `a`/`an` accessory; a piece known whole with a cut that
+         leaves a known `a`/`an` accessory (`a_monocle_sunglasses` after `a_wreath`); cuts
+         that would make more than 2 accessories (then no piece is cut).
       5. Underscores become spaces; hyphens, apostrophes and other punctuation stay.
 
     It never raises. When a rule cannot be applied, `problem` says which, and the fields it

@@ -102,6 +102,33 @@ def test_attribute_page_matches_the_data(demo, monkeypatch, capsys):
     assert all(f"`{style}`" in page for style in reghead.STYLES) and len(reghead.STYLES) == 4
 
 
+ATTRIBUTE_ROW = re.compile(r"^\| `\.\.\._(\S+)`(?: \(once\))? \| (.+?) \| (.+?) \|$", re.MULTILINE)
+
+
+def attribute_cell(text: str, without: tuple | None = None) -> tuple:
+    """(feature, accessories) from a cell of the attribute page's table: "`f`, [`a x`, `y`]",
+    "`f`, no accessory", or "the same..." (as without the vocabulary)."""
+    if text.startswith("the same"):
+        return without
+    feature, _, accessories = text.partition(", ")
+    return feature.strip("`"), [] if accessories == "no accessory" else re.findall(r"`([^`]+)`", accessories)
+
+
+def test_attribute_table_matches_parse_identity():
+    text = section("ATTRIBUTES.md", "### The release's vocabulary: where a feature and an accessory end")
+    others = re.findall(r"`\.\.\._(\w+)`", text.split("In a release holding", 1)[1].split("\n\n", 1)[0])
+    rows = ATTRIBUTE_ROW.findall(text)
+    assert len(others) == 5 and len(rows) == 12
+    names = [f"id{i:03d}_Owl_Photorealistic_{rest}" for i, rest in enumerate([*others, *(rest for rest, _, _ in rows)])]
+    vocabulary = reghead.Vocabulary.from_identities(names)
+    for name, (_, without, with_vocabulary) in zip(names[len(others) :], rows):
+        plain = reghead.parse_identity(name)
+        parts, doubt = reghead.parse_identity_with_doubt(name, vocabulary)
+        assert (plain.feature, plain.accessories) == attribute_cell(without), name
+        assert (parts.feature, parts.accessories) == attribute_cell(with_vocabulary, attribute_cell(without)), name
+        assert (doubt is not None) == ("reported" in with_vocabulary), (name, doubt)
+
+
 def test_split_page_matches_split_of():
     namespace: dict = {}
     exec(blocks("SPLITS.md", "python")[0], namespace)  # noqa: S102
