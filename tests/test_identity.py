@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from reghead_release import sample
 from reghead_release.sample import identity_name
 from reghead_release.schema import (
     SPLITS,
@@ -401,24 +402,23 @@ def test_parse_identity_with_any_vocabulary_never_raises(names, name):
 
 # --- a release of the real size, with article-less accessories in every position ------------------
 
-_ANIMALS = [f"{first} {second}" for first in ("Red", "Snow", "Giant", "Black-footed", "Przewalski's", "St.", "Arctic", "Bald", "Fennec", "Three-toed", "Golden", "Grey", "Pygmy", "Spotted", "Striped")
-            for second in ("Fox", "Leopard", "Cat", "Horse", "Bernard", "Owl", "Eagle", "Sloth", "Bear", "Mole", "Koala", "Otter", "Hare", "Lynx", "Tapir", "Wolf", "Seal", "Yak")][:270]
+# The sample release's pools, grown to the real release's sizes.
+_NAME_FIRST_WORDS = ("Red", "Snow", "Giant", "Black-footed", "Przewalski's", "St.", "Arctic", "Bald", "Fennec", "Three-toed", "Golden", "Grey", "Pygmy", "Spotted", "Striped")
+_NAME_LAST_WORDS = ("Fox", "Leopard", "Cat", "Horse", "Bernard", "Owl", "Eagle", "Sloth", "Bear", "Mole", "Koala", "Otter", "Hare", "Lynx", "Tapir", "Wolf", "Seal", "Yak")
+_ANIMALS = list(dict.fromkeys([*sample.ANIMALS, *(f"{a} {b}" for a in _NAME_FIRST_WORDS for b in _NAME_LAST_WORDS)]))[:270]
 _FEATURES = [
-    "round eyes", "fluffy cheeks", "bushy eyebrows", "arched eyebrows", "curved horns", "long whiskers", "droopy ears",
-    "a single horn", "freckled snout", "oversized ears", "spotted fur", "striped fur", "big nose", "tiny ears", "long lashes",
-    "sharp fangs", "floppy ears", "pointed ears", "wide grin", "rosy cheeks", "thick mane", "short snout", "long snout",
-    "curly fur", "shaggy fur", "bright eyes", "sleepy eyes", "heavy brows", "split lip", "button nose", "crooked teeth",
-    "buck teeth", "whiskered chin", "bearded chin", "scarred cheek", "glowing eyes", "tufted ears", "patterned fur",
+    *sample.FEATURES, "spotted fur", "striped fur", "big nose", "tiny ears", "long lashes", "sharp fangs", "floppy ears",
+    "pointed ears", "wide grin", "rosy cheeks", "thick mane", "short snout", "long snout", "curly fur", "shaggy fur",
+    "bright eyes", "sleepy eyes", "heavy brows", "split lip", "button nose", "crooked teeth", "buck teeth",
+    "whiskered chin", "bearded chin", "scarred cheek", "glowing eyes", "tufted ears", "patterned fur",
 ]
 _BARE = ["sunglasses", "gold hoop earrings", "headphones", "round glasses", "earmuffs", "suspenders", "reading glasses"]
 _WITH_ARTICLE = [
-    "a wreath", "a pirate hat", "a bunny-ear headband", "a party hat", "a space helmet", "a laurel crown", "an eyepatch",
-    "an aviator cap", "a knitted scarf", "an explorer's pith helmet", "a flower crown", "a monocle", "a bow tie", "a top hat",
-    "a cowboy hat", "a beanie", "a bandana", "a tiara", "a crown", "a halo", "a nose ring", "a pearl necklace", "a gold chain",
-    "a feather boa", "a chef's hat", "a sailor hat", "a witch hat", "a wizard hat", "a baseball cap", "a beret", "a fez",
-    "a sombrero", "a turban", "a headband", "a hair bow", "a scarf", "a collar", "a bell collar", "a lei", "an earring",
-    "an ear cuff", "a visor", "a hood", "a helmet", "a mask", "a pair of sunglasses", "a pair of round glasses", "a bib",
-    "a cape", "a gold hoop earrings",
+    *sample.ACCESSORIES, "a bow tie", "a top hat", "a cowboy hat", "a beanie", "a bandana", "a tiara", "a crown", "a halo",
+    "a nose ring", "a pearl necklace", "a gold chain", "a feather boa", "a chef's hat", "a sailor hat", "a witch hat",
+    "a wizard hat", "a baseball cap", "a beret", "a fez", "a sombrero", "a turban", "a headband", "a hair bow", "a scarf",
+    "a collar", "a bell collar", "a lei", "an earring", "an ear cuff", "a visor", "a hood", "a helmet", "a mask",
+    "a pair of sunglasses", "a pair of round glasses", "a bib", "a cape", "a gold hoop earrings",
 ]
 
 
@@ -437,6 +437,7 @@ def realistic_identities(count: int = 33_724, seed: int = 0) -> list[tuple[str, 
 
 
 def test_vocabulary_of_a_full_size_release_settles_every_name():
+    assert (len(set(_ANIMALS)), len(set(_FEATURES)), len(set(_BARE + _WITH_ARTICLE))) == (270, 38, 57)
     identities = realistic_identities()
     vocabulary = Vocabulary.from_identities(name for name, _ in identities)
     assert {" ".join(words) for words in vocabulary.features} == set(_FEATURES)
