@@ -205,12 +205,12 @@ class Vocabulary:
                     followed.setdefault(words[i:], set()).add(words[:i])
                     if words in seen.without:
                         bare_accessories.add(words[i:])
-        first = cls._settle(seen, bare_accessories | _evident(followed))
+        first_pass = cls._settle(seen, bare_accessories | _evident(followed))
         # An accessory second, after a known `a`/`an` accessory that follows a known feature.
         for feature, piece in seen.alone:
-            if feature in first.features:
+            if feature in first_pass.features:
                 for i in range(2, len(piece)):
-                    if piece[:i] in first.article_accessories:
+                    if piece[:i] in first_pass.article_accessories:
                         followed.setdefault(piece[i:], set()).add(piece[:i])
         return cls._settle(seen, bare_accessories | _evident(followed))
 
@@ -231,7 +231,7 @@ class Vocabulary:
     def _bare_endings(self) -> dict[str, tuple[int, ...]]:
         """The word counts of the article-less accessories that end with each word, fewest first."""
         endings: dict[str, set[int]] = {}
-        for words in self.bare_accessories:
+        for words in filter(None, self.bare_accessories):
             endings.setdefault(words[-1], set()).add(len(words))
         return {word: tuple(sorted(counts)) for word, counts in endings.items()}
 
@@ -301,17 +301,18 @@ class Vocabulary:
         and why the vocabulary could not settle the split (None when it could)."""
         if not feature:
             return feature, list(accessories), None
-        feature, first = self._cut_feature(feature, bool(accessories))
+        feature, leading = self._cut_feature(feature, bool(accessories))
         if not self.bare_accessories:
-            return feature, [*first, *accessories], None
+            return feature, [*leading, *accessories], None
         doubt = None
-        if not first and (starts := self._tile_starts(feature, 1)):
-            doubt = f"feature {_words(feature)!r} is kept whole; it could also end with the accessory {_words(feature[starts[0]:])!r}"
+        if not leading and (starts := self._tile_starts(feature, 1)):
+            ending = next(feature[i:] for i in starts if len(self._tile(feature[i:])) == 1)  # the longest one
+            doubt = f"feature {_words(feature)!r} is kept whole; it could also end with the accessory {_words(ending)!r}"
         readings = [self._read_piece(piece) for piece in accessories]
-        cut = [*first, *(words for pieces, _ in readings for words in pieces)]
-        if len(cut) > len(first) + len(accessories) and len(cut) > MAX_ACCESSORIES:
+        cut = [*leading, *(words for pieces, _ in readings for words in pieces)]
+        if len(cut) > len(leading) + len(accessories) and len(cut) > MAX_ACCESSORIES:
             texts = [_words(words) for words in cut]
-            return feature, [*first, *accessories], f"cut before its known article-less accessories, the name would have {len(cut)} accessories {texts}"
+            return feature, [*leading, *accessories], f"cut before its known article-less accessories, the name would have {len(cut)} accessories {texts}"
         return feature, cut, doubt or next((why for _, why in readings if why), None)
 
 
