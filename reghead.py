@@ -24,6 +24,8 @@ from datasets.download.streaming_download_manager import StreamingDownloadManage
 from datasets.utils import tqdm as hf_tqdm
 from datasets.utils.info_utils import VerificationMode
 
+from reghead_release.decode import ImageDecodeError
+from reghead_release.decoded import collate, with_decoded_images, with_expression_pairs
 from reghead_release.errors import Problems, ReleaseError
 from reghead_release.grid import expression_grid, expression_pairs, expression_pairs_batch
 from reghead_release.reader import read_shard_rows
@@ -58,16 +60,20 @@ __all__ = [
     "SPLITS",
     "STYLES",
     "Identity",
+    "ImageDecodeError",
     "RegHead",
     "RegHeadConfig",
     "ReleaseError",
     "Vocabulary",
+    "collate",
     "expression_grid",
     "expression_pairs",
     "expression_pairs_batch",
     "parse_identity",
     "parse_identity_with_doubt",
     "split_of",
+    "with_decoded_images",
+    "with_expression_pairs",
 ]
 
 _DESCRIPTION = """\
