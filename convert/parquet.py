@@ -10,6 +10,7 @@ written under a temporary name and renamed when it is complete.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from array import array
@@ -137,11 +138,12 @@ def record_image_bytes(record: Record) -> int:
 
 @dataclass(frozen=True)
 class Part:
-    """A finished parquet file: its name in the folder, rows and size in bytes."""
+    """A finished parquet file: its name in the folder, rows, size in bytes and SHA-256 (hex)."""
 
     name: str
     rows: int
     size: int
+    sha256: str
 
 
 class SplitParquetWriter:
@@ -227,7 +229,9 @@ class SplitParquetWriter:
         self._writer = None
         path = self._part_path(len(self.parts))
         os.replace(str(path) + TMP_SUFFIX, path)  # complete: now it may have its name
-        self.parts.append(Part(path.name, self._file_rows, path.stat().st_size))
+        with open(path, "rb") as f:  # just written: read back from the page cache, in this job's process
+            sha256 = hashlib.file_digest(f, "sha256").hexdigest()
+        self.parts.append(Part(path.name, self._file_rows, path.stat().st_size, sha256))
         if self.on_part is not None:
             self.on_part(self.parts[-1])
 

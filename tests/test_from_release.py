@@ -328,7 +328,7 @@ def test_the_uploader_holds_jobs_back_by_bytes_and_takes_each_file_once(tmp_path
         None, REPO_ID, revision=None, create_pr=False, ledger=Ledger(tmp_path / LEDGER, repo=REPO_ID), keep_files=True,
         held=lambda job, part: False, on_uploaded=lambda size: None, stop=threading.Event(), queued_bytes=1000,
     )  # fmt: skip
-    parts = [Part(f"train-00{n}.parquet", 1, 600) for n in range(3)] + [Part(f"{s}-000.parquet", 1, 100) for s in ("validation", "test")]
+    parts = [Part(f"train-00{n}.parquet", 1, 600, "unused") for n in range(3)] + [Part(f"{s}-000.parquet", 1, 100, "unused") for s in ("validation", "test")]
     uploader.submit_part(job, parts[0])
     deadline = time.monotonic() + 5
     while uploader._queued_bytes and time.monotonic() < deadline:  # the uploader takes it, and waits
