@@ -16,16 +16,16 @@ config)` reads either the dataset that was there before or the new one. The desi
   name the old card uses therefore holds the same bytes the new run would put there: new files
   are written beside the old ones without ever changing a file the old card names.
 - The converter keeps its own record, `<out>/.reghead-published.json`: per config, the files,
-  statistics, sizes and SHA-256s it published (what the card and croissant.json render), and every
-  file it made in the folder.
-  It removes and publishes only files in that record: a user's own files are never touched, even
-  under a name like `512/train-extra-analysis.parquet`.
+  statistics, sizes and SHA-256s it published (what the card and croissant.json render), and
+  every file it made in the folder. It removes and publishes only files in that record: a user's
+  own files are never touched, even under a name like `512/train-extra-analysis.parquet`.
 - The steps (`publish`): (1) add the files about to be made to the record, so a kill leaves
   nothing unaccounted for; (2) put each new parquet file in place, each in one rename; (3) write
   the card (the preview image and `croissant.json`, then `README.md`, each in one rename): this
-  switches readers from the old dataset to the new one; (4) record the published configs; (5) remove the files of the record
-  that nothing names any more, then record that. A kill before (3) leaves the old card and its
-  files; after it, the new card and its files; the next run finishes the cleanup.
+  switches readers from the old dataset to the new one; (4) record the published configs; (5)
+  remove the files of the record that nothing names any more, then record that. A kill before
+  (3) leaves the old card and its files; after it, the new card and its files; the next run
+  finishes the cleanup.
 - Configs of an earlier run that this run does not produce are kept and described from the
   record (the card gets one `ConfigResult` per config in the folder); their files are removed
   only when they are gone from the record or missing. A folder converted by a version without a
@@ -450,7 +450,8 @@ class ConfigResult:
     @classmethod
     def from_json(cls, data: dict) -> "ConfigResult":
         stats = {split: SplitStats.from_json(value) for split, value in data["stats"].items()}
-        return cls(data["config"], data["files"], stats, data["num_bytes"], data.get("sha256", {}))  # none: an older record
+        sha256 = data.get("sha256", {})  # a record of an older version has none: see `with_hashes`
+        return cls(data["config"], data["files"], stats, data["num_bytes"], sha256)
 
     def with_hashes(self, out_dir: Path) -> "ConfigResult":
         """This config with the SHA-256 of each file its record lacks, read from `out_dir`."""

@@ -5,7 +5,8 @@ them: image bytes stored as they are (no compression, no dictionary, PLAIN), sma
 compressed with dictionaries, the `huggingface` features metadata in the schema, a page index, and
 content-defined chunking so that a re-upload of a changed release deduplicates. Image columns get
 no min/max statistics. Row groups are sized by bytes, files are capped by size, and every file is
-written under a temporary name and renamed when it is complete.
+written under a temporary name, renamed when it is complete, then hashed (its SHA-256 goes into
+croissant.json).
 """
 
 from __future__ import annotations
