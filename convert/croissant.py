@@ -9,11 +9,12 @@
   per column of a row (the images read from the `bytes` of their struct) and the split;
 - the Responsible-AI (`rai:`) fields the card's section states (`dataset_card/responsible_ai.yaml`).
 
-Why the record sets read FileSets: mlcroissant (1.1) reads a record set from one FileObject, or
-from a FileSet of the folder that holds the JSON; a FileSet contained in several FileObjects gives
-their paths, not their rows. A FileSet therefore resolves beside `croissant.json`: the converted
-folder, or a copy of the repo downloaded with its folders (`snapshot_download(..., local_dir=...)`).
-mlcroissant checks a FileObject's SHA-256 when a record set reads that FileObject.
+Why the record sets read FileSets: mlcroissant (1.1) reads a record set's rows from one
+FileObject, or from a FileSet of the folder that holds the JSON (or of a git repository it
+clones); a FileSet contained in several FileObjects gives their paths, not their rows. The
+FileSets therefore resolve beside `croissant.json`: the converted folder, or a download of the
+repo (`huggingface_hub.snapshot_download`). mlcroissant checks a FileObject's SHA-256 when a
+record set reads that FileObject.
 
 The JSON is built here by hand, in a fixed order with sorted keys: the converter does not need
 mlcroissant (the tests validate and read the file with it).
