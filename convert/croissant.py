@@ -85,6 +85,7 @@ PARQUET = "application/x-parquet"
 # Croissant data types of the row's scalar columns, by their Arrow type.
 DATA_TYPES = {"string": "sc:Text", "int32": "cr:Int32"}
 IMAGE_BYTES = "bytes"  # datasets.Image stores struct<bytes, path>: the JPEG is `bytes`
+DIGIT, HEX_DIGIT = "[0-9]", "[0-9a-f]"
 
 
 def file_set_id(config: str) -> str:
@@ -142,12 +143,18 @@ def column_field(config: str, name: str, feature) -> dict:
 
 
 def split_field(config: str) -> dict:
-    """The split, the start of the file's name. A plain text field, not a reference to a `cr:Split`
-    record set: with a join, mlcroissant reads the whole config before it yields a record."""
+    """The split, from the file's name. A plain text field, not a reference to a `cr:Split` record
+    set: with a join, mlcroissant reads the whole config before it yields a record.
+
+    The regex matches the converter's names, `<config>/<split>-NNNNN-of-NNNNN[-<tag>].parquet`,
+    with character classes and no quantifiers: mlcroissant turns it into globs of these names
+    when `records(config, filters={"<config>/split": "train"})` reads one split's files only.
+    """
+    name = f"^{re.escape(config)}/({'|'.join(SPLITS)})-{DIGIT * 5}-of-{DIGIT * 5}(?:-{HEX_DIGIT * 8})?\\.parquet$"
     source = {
         "fileSet": {"@id": file_set_id(config)},
         "extract": {"fileProperty": "fullpath"},
-        "transform": {"regex": f"^{re.escape(config)}/({'|'.join(SPLITS)})-"},
+        "transform": {"regex": name},
     }
     return _field(config, "split", "sc:Text", source, description=" / ".join(SPLITS))
 

@@ -155,6 +155,13 @@ def test_records_are_the_rows_load_dataset_reads(output, config, request):
     assert one.mode == "RGB" and one.getbbox() is not None
 
 
+def test_mlcroissants_split_filter_reads_that_split_alone(demo):
+    dataset = mlc.Dataset(jsonld=demo / "croissant.json")
+    for split in ("train", "validation", "test"):
+        keys = sorted(text(record["1024/sample_key"]) for record in dataset.records("1024", filters={"1024/split": split}))
+        assert keys == sorted(datasets.load_dataset(str(demo), "1024", split=split)["sample_key"])
+
+
 def test_awkward_names_come_back_exactly(awkward):
     records = records_by_key(awkward, "512")
     identities = {text(record["identity"]): record for record in records.values()}
