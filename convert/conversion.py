@@ -16,15 +16,16 @@ config)` reads either the dataset that was there before or the new one. The desi
   name the old card uses therefore holds the same bytes the new run would put there: new files
   are written beside the old ones without ever changing a file the old card names.
 - The converter keeps its own record, `<out>/.reghead-published.json`: per config, the files,
-  statistics and sizes it published (what the card renders), and every file it made in the folder.
-  It removes and publishes only files in that record: a user's own files are never touched, even
-  under a name like `512/train-extra-analysis.parquet`.
+  statistics, sizes and SHA-256s it published (what the card and croissant.json render), and
+  every file it made in the folder. It removes and publishes only files in that record: a user's
+  own files are never touched, even under a name like `512/train-extra-analysis.parquet`.
 - The steps (`publish`): (1) add the files about to be made to the record, so a kill leaves
   nothing unaccounted for; (2) put each new parquet file in place, each in one rename; (3) write
-  the card (the preview image, then `README.md` in one rename): this switches readers from the
-  old dataset to the new one; (4) record the published configs; (5) remove the files of the record
-  that nothing names any more, then record that. A kill before (3) leaves the old card and its
-  files; after it, the new card and its files; the next run finishes the cleanup.
+  the card (the preview image and `croissant.json`, then `README.md`, each in one rename): this
+  switches readers from the old dataset to the new one; (4) record the published configs; (5)
+  remove the files of the record that nothing names any more, then record that. A kill before
+  (3) leaves the old card and its files; after it, the new card and its files; the next run
+  finishes the cleanup.
 - Configs of an earlier run that this run does not produce are kept and described from the
   record (the card gets one `ConfigResult` per config in the folder); their files are removed
   only when they are gone from the record or missing. A folder converted by a version without a
@@ -46,7 +47,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import datasets
@@ -65,7 +66,7 @@ from .parquet import FILE_BYTES, ROW_GROUP_BYTES, TMP_SUFFIX, Part, SplitParquet
 WORK_DIR = ".reghead-work"
 PUBLISHED_RECORD = ".reghead-published.json"  # the converter's record of what it made in <out>
 CARD_PATH = "README.md"
-RECORD_VERSION = 2
+RECORD_VERSION = 3  # 3: each part's SHA-256
 PUBLISHED_VERSION = 1
 # The names the converter gives published files, with or without the tag of older versions.
 PUBLISHED_NAME = re.compile(r"^(?P<config>\d+)/(?P<split>[a-z]+)-\d{5}-of-\d{5}(-[0-9a-f]{8})?\.parquet$")
@@ -76,6 +77,7 @@ PROGRESS_EVERY_BYTES = 4 * 2**20
 # Downloads of a remote shard, in all, before a SHA-256 mismatch stops the run.
 HASH_ATTEMPTS = 3
 DISCARDED_SUFFIX = ".discarded"  # a shard's folder on its way out (conversion.discard_folder)
+UNPARSED = "(unparsed)"  # what the statistics count for an attribute the identity name did not give
 
 
 def reader_version() -> str:
@@ -132,7 +134,7 @@ class SplitStats:
         self.image_bytes += image_bytes
         parts = record.parts
         for name, value in (("animal", parts.animal), ("style", parts.style), ("feature", parts.feature)):
-            self.attributes[name][value if value is not None else "(unparsed)"] += 1
+            self.attributes[name][value if value is not None else UNPARSED] += 1
         self.attributes["accessories"].update(parts.accessories)
 
     def merge(self, other: "SplitStats") -> None:
@@ -422,12 +424,13 @@ def run_jobs(
 
 @dataclass
 class ConfigResult:
-    """One config as published: files, rows and bytes per split, and its statistics."""
+    """One config as published: files, rows and bytes per split, its statistics, each file's SHA-256."""
 
     config: str
     files: dict[str, list[str]]  # split -> paths relative to the output folder
     stats: dict[str, SplitStats]
     num_bytes: dict[str, int]  # split -> parquet bytes
+    sha256: dict[str, str] = field(default_factory=dict)  # path -> SHA-256 (hex) of its content
 
     def splits(self) -> list[str]:
         return [split for split in SPLITS if self.stats[split].rows]
@@ -441,12 +444,23 @@ class ConfigResult:
             "files": self.files,
             "stats": {split: stats.to_json() for split, stats in self.stats.items()},
             "num_bytes": self.num_bytes,
+            "sha256": self.sha256,
         }
 
     @classmethod
     def from_json(cls, data: dict) -> "ConfigResult":
         stats = {split: SplitStats.from_json(value) for split, value in data["stats"].items()}
-        return cls(data["config"], data["files"], stats, data["num_bytes"])
+        sha256 = data.get("sha256", {})  # a record of an older version has none: see `with_hashes`
+        return cls(data["config"], data["files"], stats, data["num_bytes"], sha256)
+
+    def with_hashes(self, out_dir: Path) -> "ConfigResult":
+        """This config with the SHA-256 of each file its record lacks, read from `out_dir`."""
+        sha256 = dict(self.sha256)
+        for name in self.all_files():
+            if name not in sha256:
+                with open(out_dir / name, "rb") as f:
+                    sha256[name] = hashlib.file_digest(f, "sha256").hexdigest()
+        return replace(self, sha256=sha256)
 
 
 @dataclass
@@ -539,13 +553,14 @@ def plan_config(config: str, jobs: list[ShardJob], records: list[ShardRecord]) -
     disk any more (an upload-as-you-go run sent them already).
     """
     check_unique_keys(records)
-    files, num_bytes, stats, placements = {}, {}, {}, []
+    files, num_bytes, stats, sha256, placements = {}, {}, {}, {}, []
     for split in SPLITS:
         parts = [(job, part) for job, record in zip(jobs, records) for part in record.parts[split]]
         tag = _split_tag(config, split, records)
         names = [f"{config}/{split}-{i:05d}-of-{len(parts):05d}-{tag}.parquet" for i in range(len(parts))]
         placements += [(job, part, name) for (job, part), name in zip(parts, names)]
         files[split] = names
+        sha256.update((name, part.sha256) for (_, part), name in zip(parts, names))
         num_bytes[split] = sum(part.size for _, part in parts)
         stats[split] = SplitStats()
         for record in records:
@@ -557,7 +572,7 @@ def plan_config(config: str, jobs: list[ShardJob], records: list[ShardRecord]) -
             file=jobs[0].shard.name if jobs else config,
             hint="Every sample was skipped: download the release again",
         )
-    return ConfigResult(config, files, stats, num_bytes), placements
+    return ConfigResult(config, files, stats, num_bytes, sha256), placements
 
 
 # Called with the name of each step of `publish` before it is done (tests stop publishing there).
@@ -590,7 +605,7 @@ def publish(
         new[config], moves = plan_config(config, jobs, records)
         placements += moves
     kept = {
-        config: result
+        config: result.with_hashes(out_dir)  # a record of an older version has no SHA-256s
         for config, result in before.configs.items()
         if config not in new and all((out_dir / name).is_file() for name in result.all_files())
     }

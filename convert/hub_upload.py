@@ -4,8 +4,8 @@ The way `push_to_hub` does it: a complete file is pre-uploaded (its content only
 `huggingface_hub`'s `preupload_lfs_files`: Xet or classic LFS as the server offers) while its
 shard is still converting, and its local copy is removed unless an output folder was asked for.
 Nothing shows on the branch until every shard is converted; then one commit per config names the
-files under their Hub names, and a last commit brings the card: the branch never shows half a
-dataset.
+files under their Hub names, and a last commit brings the card (with its preview and
+croissant.json): the branch never shows half a dataset.
 
 What survives a kill is on the disk of the work folder (`<out>/.reghead-work/`):
 - `<config>/<shard>.json`: the converter's record of a finished shard (conversion.py), written
@@ -41,9 +41,8 @@ from huggingface_hub.utils import disable_progress_bars as hub_file_bars_off
 
 from reghead_release.schema import SPLITS
 
-from .card import DEFAULT_CONFIG, PREVIEW_PATH, write_card
+from .card import CARD_FILES, DEFAULT_CONFIG, write_card
 from .conversion import (
-    CARD_PATH,
     WORK_DIR,
     Cancelled,
     ConfigResult,
@@ -419,16 +418,18 @@ def _convert_and_push_locked(
         results = publish(
             folder,
             produced,
-            write_card=lambda described: write_card(described, folder, repo_id=repo_id, gated=gated),
-            card_files=(CARD_PATH, PREVIEW_PATH),
+            write_card=lambda described: write_card(described, folder, repo_id=repo_id, revision=revision, gated=gated),
+            card_files=CARD_FILES,
         )
         for result in results:
             if result.config not in produced:
                 data[result.config] = [PlannedFile.in_folder(name, folder) for name in result.all_files()]
     else:
         main = next(result for result in results if result.config == main_config(configs))
-        _write_card_linking_preview(results, main, placements[main.config], folder, repo_id=repo_id, gated=gated)
-    card = [PlannedFile.in_folder(path, folder) for path in (PREVIEW_PATH, CARD_PATH)]
+        _write_card_linking_preview(
+            results, main, placements[main.config], folder, repo_id=repo_id, revision=revision, gated=gated
+        )
+    card = [PlannedFile.in_folder(path, folder) for path in CARD_FILES]
     pushed = commit_dataset(api, repo_id, revision=revision, create_pr=create_pr, message=commit_message, data=data, card=card)
     pushed.repo_url = url
     return UploadRun(results, pushed, 0.0, sent["files"])
@@ -441,9 +442,10 @@ def _planned(path_in_repo: str, entry: Uploaded | None, local: Path) -> PlannedF
 
 
 def _write_card_linking_preview(
-    results: list[ConfigResult], main: ConfigResult, placements: list[Placement], folder: Path, *, repo_id: str, gated: bool
-) -> None:
-    """Write the card and its preview with no output folder: the preview's source file is linked in place for it."""
+    results: list[ConfigResult], main: ConfigResult, placements: list[Placement], folder: Path, *,
+    repo_id: str, revision: str | None, gated: bool,
+) -> None:  # fmt: skip
+    """Write the card's files (`write_card`) with no output folder, the preview's source file linked in place for it."""
     first_split = f"{main.config}/{main.splits()[0]}-"
     job, part, name = next(placement for placement in placements if placement[2].startswith(first_split))
     placed = folder / name
@@ -451,6 +453,6 @@ def _write_card_linking_preview(
     placed.unlink(missing_ok=True)
     os.link(job.folder / part.name, placed)
     try:
-        write_card(results, folder, repo_id=repo_id, gated=gated)
+        write_card(results, folder, repo_id=repo_id, revision=revision, gated=gated)
     finally:
         placed.unlink()

@@ -5,11 +5,13 @@ them: image bytes stored as they are (no compression, no dictionary, PLAIN), sma
 compressed with dictionaries, the `huggingface` features metadata in the schema, a page index, and
 content-defined chunking so that a re-upload of a changed release deduplicates. Image columns get
 no min/max statistics. Row groups are sized by bytes, files are capped by size, and every file is
-written under a temporary name and renamed when it is complete.
+written under a temporary name, renamed when it is complete, then hashed (its SHA-256 goes into
+croissant.json).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from array import array
@@ -137,11 +139,12 @@ def record_image_bytes(record: Record) -> int:
 
 @dataclass(frozen=True)
 class Part:
-    """A finished parquet file: its name in the folder, rows and size in bytes."""
+    """A finished parquet file: its name in the folder, rows, size in bytes and SHA-256 (hex)."""
 
     name: str
     rows: int
     size: int
+    sha256: str
 
 
 class SplitParquetWriter:
@@ -227,7 +230,9 @@ class SplitParquetWriter:
         self._writer = None
         path = self._part_path(len(self.parts))
         os.replace(str(path) + TMP_SUFFIX, path)  # complete: now it may have its name
-        self.parts.append(Part(path.name, self._file_rows, path.stat().st_size))
+        with open(path, "rb") as f:  # just written: read back from the page cache, in this job's process
+            sha256 = hashlib.file_digest(f, "sha256").hexdigest()
+        self.parts.append(Part(path.name, self._file_rows, path.stat().st_size, sha256))
         if self.on_part is not None:
             self.on_part(self.parts[-1])
 

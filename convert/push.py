@@ -33,8 +33,8 @@ from reghead_release.release import BASE_URL_ENV, base_url_for  # noqa: E402
 from reghead_release.sample import real_identity_dirs, write_sample_release  # noqa: E402
 from reghead_release.schema import RESOLUTIONS  # noqa: E402
 
-from .card import PREVIEW_PATH, write_card  # noqa: E402
-from .conversion import CARD_PATH, WORK_DIR, exclusive_output, plan_jobs, publish, remove_work_dir, run_jobs  # noqa: E402
+from .card import CARD_FILES, write_card  # noqa: E402
+from .conversion import WORK_DIR, exclusive_output, plan_jobs, publish, remove_work_dir, run_jobs  # noqa: E402
 from .hub_upload import convert_and_push  # noqa: E402
 from .parquet import memory_pool_name  # noqa: E402
 from .upload import PushError, push_folder  # noqa: E402
@@ -62,8 +62,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         prog="python convert/push.py",
         description=(
             "Convert RegHead WebDataset releases to parquet in the Hugging Face Hub layout "
-            "(<out>/<config>/<split>-NNNNN-of-NNNNN-<tag>.parquet and a dataset card), then optionally "
-            "push them to a Hub dataset repo. With no --release, converts a small sample release "
+            "(<out>/<config>/<split>-NNNNN-of-NNNNN-<tag>.parquet, a dataset card and croissant.json), "
+            "then optionally push them to a Hub dataset repo. With no --release, converts a small sample release "
             "written on the spot (the demo)."
         ),
     )
@@ -188,8 +188,10 @@ def _convert_locked(args: argparse.Namespace, out_dir: Path) -> tuple[list, floa
     results = publish(
         out_dir,
         produced,
-        write_card=lambda results: write_card(results, out_dir, repo_id=args.repo_id, gated=args.gated),
-        card_files=(CARD_PATH, PREVIEW_PATH),
+        write_card=lambda results: write_card(
+            results, out_dir, repo_id=args.repo_id, revision=args.revision, gated=args.gated
+        ),
+        card_files=CARD_FILES,
     )
     return results, time.perf_counter() - started
 

@@ -3,9 +3,9 @@
 Files are compared with the repo by content (LFS SHA-256, or the git blob id of small files), so a
 re-run after a partial upload sends only what is missing or different. `commit_dataset` makes the
 commits of both ways to push (this folder push, and `hub_upload`'s upload as you go): parquet
-files in one commit per config, the card and its preview last; with `create_pr` everything is one
-commit. Each commit names its parent: if the branch moved meanwhile, the tree is read again and
-the commit retried.
+files in one commit per config, the card with its preview and croissant.json last; with
+`create_pr` everything is one commit. Each commit names its parent: if the branch moved
+meanwhile, the tree is read again and the commit retried.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from huggingface_hub.utils import build_hf_headers, get_session
 
 from reghead_release.errors import logger
 
-from .card import PREVIEW_PATH
-from .conversion import CARD_PATH, PUBLISHED_NAME, Published
+from .card import CARD_FILES
+from .conversion import PUBLISHED_NAME, Published
 
 REPO_TYPE = "dataset"
 MAX_COMMIT_ATTEMPTS = 3
@@ -47,16 +47,16 @@ class PushResult:
 def local_files(folder: Path) -> dict[str, Path]:
     """{path in repo: local path}: the dataset's files only, never anything else in the folder.
 
-    They are the files the converter's record says it made (the configs' parquet files, the card
-    and its images); a folder without a record (converted by an older version) sends its card,
-    its preview and the parquet files under the converter's names. A `.env` or `notes.txt` beside
-    them is never sent.
+    They are the files the converter's record says it made (the configs' parquet files, the card,
+    its images and croissant.json); a folder without a record (converted by an older version)
+    sends those of `CARD_FILES` it has and the parquet files under the converter's names. A
+    `.env` or `notes.txt` beside them is never sent.
     """
     published = Published.load(folder)
     if published is not None:
         names = published.made
     else:
-        names = {CARD_PATH, PREVIEW_PATH} | {
+        names = set(CARD_FILES) | {
             path.relative_to(folder).as_posix() for path in folder.glob("*/*.parquet")
             if PUBLISHED_NAME.match(path.relative_to(folder).as_posix())
         }
@@ -145,7 +145,7 @@ def push_folder(
 
 def stale_files(remote, ours) -> list[str]:
     """Files on the Hub under the converter's names that the dataset no longer has (never one added by hand)."""
-    return sorted(path for path in remote if (PUBLISHED_NAME.match(path) or path == PREVIEW_PATH) and path not in ours)
+    return sorted(path for path in remote if (PUBLISHED_NAME.match(path) or path in CARD_FILES) and path not in ours)
 
 
 @dataclass

@@ -16,8 +16,12 @@ from convert.push import convert, main, parse_args
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.MULTILINE | re.DOTALL)
 
 
+def section(card: str, title: str) -> str:
+    return card.split(f"\n## {title}\n", 1)[1].split("\n## ", 1)[0]
+
+
 def load_section(card: str) -> str:
-    return card.split("\n## Load\n", 1)[1].split("\n## License\n", 1)[0]
+    return section(card, "Load")
 
 
 def blocks(text: str, language: str) -> list[str]:

@@ -91,7 +91,11 @@ def test_full_run_to_the_hub_reads_back_exactly(hub, github, reference, referenc
     args = ["--from-release", "512", f"--base-url={github.url}", f"--repo-id={REPO_ID}", f"--token={ALICE_TOKEN}", "--quiet"]
     assert main(args) == 0
     assert hub_parquet(hub) == reference
-    assert {"README.md", "images/preview.png"} <= set(HfApi(token=ALICE_TOKEN).list_repo_files(REPO_ID, repo_type="dataset"))
+    assert {"README.md", "images/preview.png", "croissant.json"} <= set(HfApi(token=ALICE_TOKEN).list_repo_files(REPO_ID, repo_type="dataset"))
+    # croissant.json names every uploaded file by its Hub URL and SHA-256 (the local copies are gone)
+    files = [entry for entry in json.loads(hub.read(REPO_ID, "croissant.json"))["distribution"] if entry["@type"] == "cr:FileObject"]
+    assert {entry["@id"]: entry["sha256"] for entry in files} == {name: hashlib.sha256(data).hexdigest() for name, data in reference.items()}
+    assert all(entry["contentUrl"] == f"{hub.url}/datasets/{REPO_ID}/resolve/main/{entry['@id']}" for entry in files)
     from_hub = datasets.load_dataset(REPO_ID, "512")
     expected = datasets.load_dataset(str(reference_dir), "512")
     assert sorted(from_hub) == sorted(expected)
@@ -104,7 +108,9 @@ def test_full_run_to_the_hub_reads_back_exactly(hub, github, reference, referenc
     assert not (tmp_path / UPLOAD_WORK_FOLDER).exists()
     # The branch never showed half a dataset: the data commit, then the card.
     commits = HfApi(token=ALICE_TOKEN).list_repo_commits(REPO_ID, repo_type="dataset")
-    assert len(commits) == 3  # the repo's initial commit, the 512 files, the card
+    assert len(commits) == 3  # the repo's initial commit, the 512 files, the card (with croissant.json)
+    data_commit = set(HfApi(token=ALICE_TOKEN).list_repo_files(REPO_ID, repo_type="dataset", revision=commits[1].commit_id))
+    assert "croissant.json" not in data_commit and "README.md" not in data_commit
     # The same command again: the release is read again, but nothing is sent and nothing committed.
     head, requests = hub.head(REPO_ID), len(hub.requests)
     assert main(args) == 0
@@ -328,7 +334,7 @@ def test_the_uploader_holds_jobs_back_by_bytes_and_takes_each_file_once(tmp_path
         None, REPO_ID, revision=None, create_pr=False, ledger=Ledger(tmp_path / LEDGER, repo=REPO_ID), keep_files=True,
         held=lambda job, part: False, on_uploaded=lambda size: None, stop=threading.Event(), queued_bytes=1000,
     )  # fmt: skip
-    parts = [Part(f"train-00{n}.parquet", 1, 600) for n in range(3)] + [Part(f"{s}-000.parquet", 1, 100) for s in ("validation", "test")]
+    parts = [Part(f"train-00{n}.parquet", 1, 600, "unused") for n in range(3)] + [Part(f"{s}-000.parquet", 1, 100, "unused") for s in ("validation", "test")]
     uploader.submit_part(job, parts[0])
     deadline = time.monotonic() + 5
     while uploader._queued_bytes and time.monotonic() < deadline:  # the uploader takes it, and waits

@@ -15,6 +15,7 @@ import yaml
 
 from conftest import ALICE_TOKEN
 from convert import conversion
+from convert.card import CARD_FILES
 from convert.push import main
 from convert.upload import local_files, push_folder
 from reghead_release.sample import write_release_assets, write_sample_release
@@ -183,8 +184,8 @@ def test_user_files_are_neither_removed_nor_pushed(old_and_new, tmp_path, hub):
     assert_user_files_untouched(out)
     files = local_files(out)
     assert set(USER_FILES).isdisjoint(files) and conversion.PUBLISHED_RECORD not in files
-    assert {"README.md", "images/preview.png"} <= set(files)
-    assert all(name.startswith("512/") and name.endswith(".parquet") for name in set(files) - {"README.md", "images/preview.png"})
+    assert set(CARD_FILES) <= set(files)
+    assert all(name.startswith("512/") and name.endswith(".parquet") for name in set(files) - set(CARD_FILES))
     result = push_folder(out, repo_id="alice/reghead", token=ALICE_TOKEN)
     assert sorted(result.uploaded) == sorted(files)
     from huggingface_hub import HfApi
