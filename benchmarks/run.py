@@ -21,7 +21,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import re
 import shlex
 import shutil
@@ -41,13 +40,13 @@ sys.path.insert(0, str(BENCH))
 sys.path.insert(0, str(REPO / "tests"))
 
 import releases  # noqa: E402
+from machine import machine  # noqa: E402
 from github_server import GitHubReleaseServer  # noqa: E402
 from hub_server import HubServer  # noqa: E402
 
 from reghead_release.schema import release_tag  # noqa: E402
 
 PYTHON = sys.executable
-LOAD_AT_START = os.getloadavg()[0]
 DOCS = REPO / "docs" / "BENCHMARKS.md"
 DISK_SAMPLE_S = 0.5  # the disk sampler's period
 HUB_USER, HUB_TOKEN = "bench", "hf_bench_token"  # the loopback Hub's one user
@@ -280,24 +279,6 @@ def sha256_floor() -> float:
     for _ in range(16):
         hashlib.sha256(block).digest()
     return time.process_time() - start
-
-
-def machine() -> list[str]:
-    import datasets
-    import pyarrow
-
-    def output(*command: str) -> str:
-        return subprocess.run(command, capture_output=True, text=True).stdout.strip()
-
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
-    memory = int(open("/proc/meminfo").readline().split()[1]) / 2**20
-    commit, version = output("git", "-C", str(REPO), "rev-parse", "--short", "HEAD"), output("hyperfine", "--version")
-    return [
-        f"- CPU: {cpu}, {os.cpu_count()} cores; RAM {memory:.1f} GiB; load average at the start {LOAD_AT_START:.2f}",
-        f"- OS: {platform.system()} {platform.release()}; Python {platform.python_version()}; "
-        f"datasets {datasets.__version__}, pyarrow {pyarrow.__version__}; {version}",
-        f"- project: commit {commit}",
-    ]
 
 
 def ratio_lines(results: dict[str, dict[str, Contender]]) -> list[str]:
