@@ -24,10 +24,11 @@ channels-last, as decoded, never transposed.
 from __future__ import annotations
 
 import hashlib
+import sys
 import weakref
 from pathlib import Path
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from functools import cached_property, partial
 from typing import NamedTuple
 
@@ -427,6 +428,10 @@ class DecodedFormatter(_formatter_base()):
         super().__init__(features=features, token_per_repo_id=token_per_repo_id)
         self.spec = spec
         self._python = None  # the PythonFormatter of the other columns, made on first use
+        if "torch" in sys.modules:  # maybe in a DataLoader worker: set it up before it reads
+            from .shared_batches import prepare_worker
+
+            prepare_worker()
 
     def _python_columns(self, table: pa.Table, layout: Layout) -> dict[str, list]:
         if not layout.others:

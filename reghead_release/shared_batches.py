@@ -17,6 +17,11 @@ image costs (docs/BENCHMARKS-decoding.md). So a worker here keeps a few shared-m
 
 Each buffer holds one batch; its last page holds the two counters (sends, releases), each
 written by one process only.
+
+`prepare_worker` sets up Arrow in a worker the same way, once: the parquet reader of a stream
+allocates each row group's buffers anew, and Arrow's default pool (mimalloc) hands the pages
+back, so every row group is new pages again; jemalloc keeps them (docs/BENCHMARKS-decoding.md).
+Arrow's CPU pool gets one thread per worker, as torch's intra-op pool does in its workers.
 """
 
 from __future__ import annotations
@@ -114,6 +119,7 @@ class _Buffers:
 
 
 _buffers: _Buffers | None = None
+_prepared_pid: int | None = None
 
 
 def _nbytes(shape) -> int:
@@ -125,6 +131,19 @@ def _nbytes(shape) -> int:
 
 def in_worker() -> bool:
     return torch.utils.data.get_worker_info() is not None
+
+
+def prepare_worker() -> None:
+    """In a DataLoader worker, once: Arrow allocates from jemalloc (where pyarrow has it), one CPU thread."""
+    global _prepared_pid
+    if _prepared_pid == os.getpid() or not in_worker():
+        return
+    import pyarrow as pa
+
+    if "jemalloc" in pa.supported_memory_backends():
+        pa.set_memory_pool(pa.jemalloc_memory_pool())
+    pa.set_cpu_count(1)
+    _prepared_pid = os.getpid()
 
 
 def batch_tensor(shape: tuple[int, ...]) -> torch.Tensor:

@@ -325,6 +325,26 @@ def test_batches_the_loop_keeps_are_never_written_over(kind, converted, releases
             assert torch.equal(batch["frown"][i], fresh[key]), key
 
 
+def _arrow_setup(batch):
+    import pyarrow as pa
+
+    return reghead.collate(batch), pa.default_memory_pool().backend_name, pa.cpu_count()
+
+
+@pytest.mark.parametrize("kind", ["map", "stream"])
+def test_workers_read_with_arrow_set_up_for_them_and_the_main_process_is_left_alone(kind, converted, releases):
+    """A worker's Arrow allocates from jemalloc (it keeps the pages a stream's row groups reuse)
+    with one CPU thread, as torch's own pool in a worker; the main process keeps its settings."""
+    import pyarrow as pa
+
+    before = pa.default_memory_pool().backend_name, pa.cpu_count()
+    decoded = reghead.with_decoded_images(holder(kind, converted, releases), size=32)
+    setups = {(backend, threads) for _, backend, threads in DataLoader(decoded, batch_size=5, num_workers=2, collate_fn=_arrow_setup)}
+    expected = "jemalloc" if "jemalloc" in pa.supported_memory_backends() else before[0]
+    assert setups == {(expected, 1)}
+    assert (pa.default_memory_pool().backend_name, pa.cpu_count()) == before
+
+
 @pytest.mark.timeout(180)
 @pytest.mark.parametrize("kind", ["map", "stream"])
 def test_spawned_workers_unpickle_the_dataset(kind, converted, releases):
