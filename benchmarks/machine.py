@@ -31,9 +31,11 @@ def machine(packages=("datasets", "pyarrow")) -> list[str]:
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
     memory = int(open("/proc/meminfo").readline().split()[1]) / 2**20
     commit, hyperfine = output("git", "-C", str(REPO), "rev-parse", "--short", "HEAD"), output("hyperfine", "--version")
+    # Code that differs from the commit is named: docs being edited during a run are not.
+    changed = [line[3:] for line in output("git", "-C", str(REPO), "status", "--porcelain").splitlines() if line.endswith(".py")]
     return [
         f"- CPU: {cpu}, {os.cpu_count()} cores; RAM {memory:.1f} GiB; load average at the start {LOAD_AT_START:.2f}",
         f"- OS: {platform.system()} {platform.release()}; Python {platform.python_version()}; "
         f"{package_versions(packages)}; {hyperfine}",
-        f"- project: commit {commit}",
+        f"- project: commit {commit}" + (f", with uncommitted changes to {', '.join(changed)}" if changed else ""),
     ]
