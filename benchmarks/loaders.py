@@ -10,10 +10,6 @@ is not the loader's cost, and the floor does not do it either.
 
 - `reghead`: `reghead.with_decoded_images` on the converted parquet (`--holder map`: `load_dataset`,
   shuffled by the DataLoader; `stream`: `streaming=True`), `collate_fn=reghead.collate`.
-
-Streamed contenders read the local parquet as docs/LOADING.md says to (`--read-options local`:
-`pre_buffer=False`, no coalesced read-ahead into new buffers), or with `datasets`' defaults
-(`--read-options default`).
 - `documented`: what docs/LOADING.md said before `with_decoded_images`: `.map(resize)` with PIL,
   then `with_format("torch")`, in a DataLoader (streaming; map-style `.map` would rewrite the data).
 - `default`: `datasets`' own torch format (`with_format("torch")`): full PIL decode, no resize.
@@ -22,6 +18,10 @@ Streamed contenders read the local parquet as docs/LOADING.md says to (`--read-o
 - `floor-<decoder>`: no loader, no Arrow: the same JPEG bytes (read into memory first, not timed),
   split between `--workers` processes, each decoding its images straight into one preallocated
   array with the decoder alone.
+
+Streamed contenders read the local parquet as docs/LOADING.md says to (`--read-options local`:
+`pre_buffer=False`, no coalesced read-ahead into new buffers), or with `datasets`' defaults
+(`--read-options default`).
 """
 
 from __future__ import annotations
