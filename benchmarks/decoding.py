@@ -112,14 +112,19 @@ def contenders(setting: Setting, *, first_of_release: bool) -> list[Contender]:
     return found
 
 
+def loader_command(contender: Contender, args, report: Path) -> list[str]:
+    """The loaders.py process of a contender, appending its epoch to `report`."""
+    command = [PYTHON, str(BENCH / "loaders.py"), *contender.args, "--parquet", str(args.parquet), "--release", str(args.release)]
+    return command + ["--workers", str(args.workers), "--batch-size", str(args.batch_size), "--report", str(report)]
+
+
 def run(contender: Contender, *, runs: int, work: Path, inputs: list[str], args, env: dict) -> None:
     """`runs` runs under hyperfine; the figures: rows/s (median epoch), epoch seconds, peak PSS/RSS, process wall."""
     name = re.sub(r"\W+", "-", f"{contender.setting.label}-{contender.name}")
     report, times, export = work / f"{name}.jsonl", work / f"{name}.time", work / f"{name}.json"
     for path in (report, times, export):
         path.unlink(missing_ok=True)
-    loaders = [PYTHON, str(BENCH / "loaders.py"), *contender.args, "--parquet", str(args.parquet), "--release", str(args.release)]
-    loaders += ["--workers", str(args.workers), "--batch-size", str(args.batch_size), "--report", str(report)]
+    loaders = loader_command(contender, args, report)
     command = shlex.join([PYTHON, str(BENCH / "tree.py"), str(times), *loaders])
     prepare = f"sync && cat {shlex.join(inputs)} > /dev/null"
     done = subprocess.run(
@@ -150,8 +155,7 @@ def profile_workers(contender: Contender, *, work: Path, args, env: dict) -> dic
     if spy is None:
         return None
     report = work / "profile.jsonl"
-    loaders = [PYTHON, str(BENCH / "loaders.py"), *contender.args, "--parquet", str(args.parquet), "--release", str(args.release)]
-    loaders += ["--workers", str(args.workers), "--batch-size", str(args.batch_size), "--report", str(report)]
+    loaders = loader_command(contender, args, report)
     process = subprocess.Popen(loaders, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     workers: list[int] = []
     for _ in range(600):  # the DataLoader's workers, once they are past their start
