@@ -14,6 +14,12 @@ image costs (docs/BENCHMARKS-decoding.md). So a worker here keeps a few shared-m
   maps the same pages and counts the release when its storage is freed (a finalizer).
 - A buffer is taken again only when the worker's own tensor is gone and every send has been
   released: a batch the main process still holds is never written over.
+- When no buffer is free, the worker first waits for the main process to let one go, as long
+  as a new buffer's pages would cost (`NEW_PAGE_SECONDS` each), counted over all its waits
+  since its last new buffer (from its third buffer on): a worker never waits more than new
+  buffers would have cost, and with a training loop that holds one batch at a time (a `for`
+  loop) a worker gets by with two buffers. Any free buffer large enough takes a smaller batch
+  (the last one of an epoch).
 
 Each buffer holds one batch; its last page holds the two counters (sends, releases), each
 written by one process only.
@@ -31,6 +37,7 @@ import mmap
 import os
 import struct
 import threading
+import time
 import weakref
 
 import torch
@@ -40,6 +47,13 @@ PAGE = mmap.PAGESIZE
 # Buffers one worker keeps: the batches in flight (prefetch_factor per worker, 2 by default), the
 # one being decoded and the ones the training loop holds.
 MAX_BUFFERS = 8
+# What the kernel takes to hand a process a new page, the first time it is written (about 2 us a
+# 4 KiB page on a 2-core cloud machine, docs/BENCHMARKS-decoding.md); how long a worker may wait
+# for a buffer to be let go is counted against the pages a new one would cost.
+NEW_PAGE_SECONDS = 2e-6
+# Buffers a worker makes without waiting: one batch in the training loop's hands, one being decoded.
+UNWAITED_BUFFERS = 2
+POLL_SECONDS = 0.0005
 COUNTER = struct.Struct("q")
 SENDS, RELEASES = 0, COUNTER.size  # offsets in the counters page: the worker writes one, the main process the other
 _RELEASE_LOCK = threading.Lock()  # finalizers of the main process may run in two threads at once
@@ -87,23 +101,42 @@ class _Buffers:
         self.pid = os.getpid()
         self.buffers: list[_Buffer] = []
         self.by_address: dict[int, _Buffer] = {}
+        self.waited = 0.0  # seconds waited for a free buffer since the last new one
 
     def take(self, shape: tuple[int, ...]) -> torch.Tensor:
         nbytes = _nbytes(shape)
+        capacity = -(-nbytes // PAGE) * PAGE or PAGE
+        fitting = self._fitting(nbytes)
+        if fitting is None and sum(buffer.capacity >= nbytes for buffer in self.buffers) >= UNWAITED_BUFFERS:
+            fitting = self._wait_for_fitting(nbytes, budget=capacity // PAGE * NEW_PAGE_SECONDS - self.waited)
+        if fitting is not None:
+            return self._hand_out(fitting, shape)
         free = [buffer for buffer in self.buffers if buffer.is_free()]
-        # The smallest free buffer that holds the batch and is not more than twice its size.
-        fitting = [b for b in free if nbytes <= b.capacity <= 2 * nbytes + PAGE]
-        if fitting:
-            return self._hand_out(min(fitting, key=lambda b: b.capacity), shape)
         if free and len(self.buffers) >= MAX_BUFFERS:
-            self._drop(free[0])  # another batch size (the last, smaller batch): make room
+            self._drop(min(free, key=lambda b: b.capacity))  # a larger batch than before: make room
         if len(self.buffers) < MAX_BUFFERS:
-            buffer = _Buffer(-(-nbytes // PAGE) * PAGE or PAGE)
+            buffer = _Buffer(capacity)
             self.buffers.append(buffer)
+            self.waited = 0.0
             return self._hand_out(buffer, shape)
         # Every buffer is held (the loop keeps many batches): a new one, freed with its batch.
         storage = torch.UntypedStorage._new_shared(nbytes)
         return torch.empty(0, dtype=torch.uint8).set_(storage).view(shape)
+
+    def _fitting(self, nbytes: int) -> _Buffer | None:
+        """The smallest free buffer that holds `nbytes`."""
+        free = [buffer for buffer in self.buffers if buffer.capacity >= nbytes and buffer.is_free()]
+        return min(free, key=lambda b: b.capacity) if free else None
+
+    def _wait_for_fitting(self, nbytes: int, *, budget: float) -> _Buffer | None:
+        """A buffer for `nbytes` the main process lets go within `budget` seconds, or None."""
+        started = time.perf_counter()
+        fitting = None
+        while fitting is None and time.perf_counter() - started < budget:
+            time.sleep(POLL_SECONDS)
+            fitting = self._fitting(nbytes)
+        self.waited += time.perf_counter() - started
+        return fitting
 
     def _hand_out(self, buffer: _Buffer, shape) -> torch.Tensor:
         if buffer.address is not None:
