@@ -40,6 +40,9 @@ from machine import machine  # noqa: E402
 PYTHON = sys.executable
 DOCS = REPO / "docs" / "BENCHMARKS-decoding.md"
 PROFILE_RATE = 100
+# tree.py's memory samples: at its default 0.1 s they took 10-20% of an epoch's rows/s on 2 cores
+# (smaps_rollup walks gigabytes of page tables), the floor's more than the loaders'.
+MEMORY_SAMPLE_S = 1.0
 # py-spy categories of a worker's samples, first match wins (waits are left out).
 PROFILE_IDLE = r"pthread_cond_(timed)?wait|take_gil|sem_(timed|clock)?wait|epoll_wait|\bpoll \(|socket\.accept|Connection\._recv"
 PROFILE_SPLIT = {
@@ -125,7 +128,7 @@ def run(contender: Contender, *, runs: int, work: Path, inputs: list[str], args,
     for path in (report, times, export):
         path.unlink(missing_ok=True)
     loaders = loader_command(contender, args, report)
-    command = shlex.join([PYTHON, str(BENCH / "tree.py"), str(times), *loaders])
+    command = shlex.join([PYTHON, str(BENCH / "tree.py"), "--sample-s", str(MEMORY_SAMPLE_S), str(times), *loaders])
     prepare = f"sync && cat {shlex.join(inputs)} > /dev/null"
     done = subprocess.run(
         ["hyperfine", "--runs", str(runs), "--prepare", prepare, "--export-json", str(export),
@@ -212,7 +215,7 @@ def write_report(args, results: list[Contender], costs: dict, profiles: dict, st
         "before each run (a warm page cache); rows/s are from the epoch's own seconds (from the loader's first batch "
         "request to its last batch: start-up and imports left out, the workers' start and the first read counted), "
         "the median of the runs. Peak PSS and RSS are those of the whole process tree (the workers included), sampled "
-        "every 0.1 s by `benchmarks/tree.py`, the highest of the runs."), "",
+        f"every {MEMORY_SAMPLE_S:g} s by `benchmarks/tree.py` (more often takes CPU from the epoch), the highest of the runs."), "",
         "- `floor`: the fastest decoder below (simplejpeg) alone, in a plain loop in as many processes as workers: the "
         "same JPEG bytes, read into memory first, each image decoded straight into one preallocated array (no "
         "loader, no Arrow, no batches sent anywhere).",

@@ -1,13 +1,15 @@
 """Run a command; append `wall user sys rss pss` of its whole process tree to a file.
 
-    python benchmarks/tree.py OUTPUT COMMAND...
+    python benchmarks/tree.py [--sample-s SECONDS] OUTPUT COMMAND...
 
 `/usr/bin/time` counts only the processes its command waits for, and its peak RSS is that of the
 largest one. The converter's jobs run in processes forked by a fork server that the command never
 waits for. This wrapper is the tree's subreaper, so every descendant ends up reaped by it or by a
 parent it reaps, and the CPU seconds of all of them are counted. Memory is sampled every
-`SAMPLE_S` as the sum over the tree of RSS (shared pages counted in every process) and of PSS
-(shared pages divided among their users); the peaks are in KiB.
+`SAMPLE_S` (or `--sample-s`) as the sum over the tree of RSS (shared pages counted in every process) and of PSS
+(shared pages divided among their users); the peaks are in KiB. A sample reads every process's
+smaps_rollup, which walks its page tables: with gigabytes mapped that takes CPU from what is
+measured, so timed runs on few cores sample less often.
 """
 
 from __future__ import annotations
@@ -57,13 +59,16 @@ def memory_kib(pid: int) -> tuple[int, int]:
 
 
 def main() -> int:
-    output, command = sys.argv[1], sys.argv[2:]
+    arguments, every = sys.argv[1:], SAMPLE_S
+    if arguments[:1] == ["--sample-s"]:
+        every, arguments = float(arguments[1]), arguments[2:]
+    output, command = arguments[0], arguments[1:]
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     peak = [0, 0]
     done = threading.Event()
 
     def sample() -> None:
-        while not done.wait(SAMPLE_S):
+        while not done.wait(every):
             sums = [sum(values) for values in zip(*(memory_kib(pid) for pid in descendants(os.getpid())), (0, 0))]
             peak[:] = [max(p, s) for p, s in zip(peak, sums)]
 
