@@ -6,10 +6,10 @@
 largest one. The converter's jobs run in processes forked by a fork server that the command never
 waits for. This wrapper is the tree's subreaper, so every descendant ends up reaped by it or by a
 parent it reaps, and the CPU seconds of all of them are counted. Memory is sampled every
-`SAMPLE_S` (or `--sample-s`) as the sum over the tree of RSS (shared pages counted in every process) and of PSS
-(shared pages divided among their users); the peaks are in KiB. A sample reads every process's
-smaps_rollup, which walks its page tables: with gigabytes mapped that takes CPU from what is
-measured, so timed runs on few cores sample less often.
+`SAMPLE_S` (or `--sample-s`) as the sum over the tree of RSS (shared pages counted in every
+process) and of PSS (shared pages divided among their users); the peaks are in KiB. A sample reads
+every process's smaps_rollup, which walks its page tables: with gigabytes mapped that takes CPU
+from what is measured, so timed runs on few cores sample less often.
 """
 
 from __future__ import annotations

@@ -47,9 +47,8 @@ PAGE = mmap.PAGESIZE
 # Buffers one worker keeps: the batches in flight (prefetch_factor per worker, 2 by default), the
 # one being decoded and the ones the training loop holds.
 MAX_BUFFERS = 8
-# What the kernel takes to hand a process a new page, the first time it is written (about 2 us a
-# 4 KiB page on a 2-core cloud machine, docs/BENCHMARKS-decoding.md); how long a worker may wait
-# for a buffer to be let go is counted against the pages a new one would cost.
+# A new page's first write, rounded up from the 1.8 us above: how long a worker may wait for a
+# buffer to be let go is counted against the pages a new one would cost.
 NEW_PAGE_SECONDS = 2e-6
 # Buffers a worker makes without waiting: one batch in the training loop's hands, one being decoded.
 UNWAITED_BUFFERS = 2
